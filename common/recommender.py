@@ -1,0 +1,186 @@
+"""The recommender at work: a two-tower model with its tokenizer and catalogue, to train or rank.
+
+One training example is one user: each step draws, for every user in the batch, one target item
+from their training reviews and builds the profile from the others (see ``training-targets``).
+A user's whole contribution stays inside one example, the natural unit for user-level DP.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from common.catalogue import Catalogue
+from common.config import RunConfig
+from common.metrics import summarise, target_rank
+from common.model import (ItemVectors, TwoTowerRecommender, build_model, load_tokenizer,
+                          load_trainable_state, pool_catalogue, resolve_device, trainable_state)
+from common.schema import Review
+from common.split import Split
+from common.text import profile_text
+
+log = logging.getLogger(__name__)
+
+_ITEM_CACHE: dict[tuple, ItemVectors] = {}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one bout of training did."""
+
+    num_examples: int
+    steps: int
+    examples_seen: int
+    mean_loss: float
+    first_loss: float
+    last_loss: float
+
+
+def planned_steps(num_users: int, cfg: RunConfig) -> int:
+    """Optimiser steps of one local round: ``local-steps``, or epochs x batches per epoch."""
+    if cfg.local_steps > 0:
+        return cfg.local_steps
+    return cfg.local_epochs * math.ceil(num_users / cfg.batch_size)
+
+
+class Recommender:
+    """A fresh two-tower model on ``cfg``'s device, with tokenizer and cached item vectors."""
+
+    def __init__(self, cfg: RunConfig, catalogue: Catalogue) -> None:
+        self.cfg = cfg
+        self.catalogue = catalogue
+        self.device = resolve_device(cfg.device)
+        self.model = build_model(cfg, num_items=len(catalogue)).to(self.device)
+        self.tokenizer = load_tokenizer(cfg)
+        self.items = _catalogue_vectors(self.model, self.tokenizer, catalogue, cfg)
+
+    # ----- the exchanged state ----------------------------------------------------------------
+    def state(self) -> dict[str, torch.Tensor]:
+        """The trainable tensors (LoRA + projections), detached on the CPU."""
+        return trainable_state(self.model)
+
+    def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Replace the trainable tensors; refuses wrong names, shapes or non-finite values."""
+        load_trainable_state(self.model, state)
+
+    # ----- training ---------------------------------------------------------------------------
+    def train(self, users: Sequence[str], split: Split, *, rng: random.Random,
+              steps: int | None = None, progress: bool = False) -> TrainResult:
+        """AdamW on the trainable tensors over ``users``; returns loss statistics."""
+        cfg = self.cfg
+        users = [u for u in users if split.train.get(u)]
+        if not users:
+            raise ValueError("no users with training reviews on this client; nothing to train.")
+        steps = planned_steps(len(users), cfg) if steps is None else steps
+        optimiser = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+                                      lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.model.train()
+        losses: list[float] = []
+        order: list[str] = []
+        seen = 0
+        iterator = range(steps)
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(iterator, desc="train", unit="step", leave=False)
+        for _ in iterator:
+            if len(order) < cfg.batch_size:
+                order.extend(rng.sample(users, len(users)))
+            batch, order = order[:cfg.batch_size], order[cfg.batch_size:]
+            seen += len(batch)
+            loss = self._loss([split.train[u] for u in batch], rng)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+        return TrainResult(num_examples=len(users), steps=steps, examples_seen=seen,
+                           mean_loss=float(np.mean(losses)), first_loss=losses[0], last_loss=losses[-1])
+
+    def _loss(self, histories: list[list[Review]], rng: random.Random) -> torch.Tensor:
+        """Softmax cross-entropy of each user's target over the whole catalogue."""
+        profiles, targets, masked = [], [], []
+        for row, reviews in enumerate(histories):
+            profile, target = _example(reviews, self.cfg.training_targets, rng)
+            profiles.append(profile_text(profile, self.catalogue.items, style=self.cfg.profile_style))
+            targets.append(self.catalogue.index[target])
+            # Other items this user reviewed are not negatives.
+            masked.extend((row, c) for c in self.catalogue.rows(r.item_id for r in reviews)
+                          if c != targets[-1])
+        logits = self.model.scores(self._encode(profiles), self.model.encode_items(self.items.pooled))
+        if masked:
+            rows, cols = zip(*masked)
+            logits = logits.index_put((torch.tensor(rows), torch.tensor(cols)),
+                                      torch.tensor(float("-inf")))
+        return torch.nn.functional.cross_entropy(logits, torch.tensor(targets, device=self.device))
+
+    # ----- ranking ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def scores(self, users: Sequence[str], split: Split, batch_size: int = 64) -> np.ndarray:
+        """[users, items] scores from each user's full training profile."""
+        self.model.eval()
+        items = self.model.encode_items(self.items.pooled)
+        chunks = []
+        for start in range(0, len(users), batch_size):
+            texts = [profile_text(split.train.get(u, []), self.catalogue.items,
+                                  style=self.cfg.profile_style) for u in users[start:start + batch_size]]
+            chunks.append(self.model.scores(self._encode(texts), items).cpu().numpy())
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.catalogue)))
+
+    def evaluate(self, users: Sequence[str], split: Split, *, target: str = "valid") -> dict[str, float]:
+        """HR@K, NDCG@K and MRR on the users' validation or test item over the whole catalogue."""
+        held_out = _held_out(split, target)
+        users = [u for u in users if u in held_out and held_out[u].item_id in self.catalogue.index]
+        ranks = ranks_from_scores(self.scores(users, split), users, split, self.catalogue, target=target)
+        metrics = summarise(ranks, k=self.cfg.eval_k)
+        metrics["num-users"] = float(len(users))
+        return metrics
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        batch = self.tokenizer(texts, truncation=True, max_length=self.cfg.max_profile_tokens,
+                               padding=True, return_tensors="pt")
+        return self.model.encode_users(batch["input_ids"].to(self.device),
+                                       batch["attention_mask"].to(self.device))
+
+
+def _example(reviews: list[Review], mode: str, rng: random.Random) -> tuple[list[Review], str]:
+    """(profile reviews, target item) for one user; ``reviews`` are in time order."""
+    if mode == "next-item" and len(reviews) > 1:
+        position = rng.randrange(1, len(reviews))
+        return reviews[:position], reviews[position].item_id
+    position = rng.randrange(len(reviews))
+    return reviews[:position] + reviews[position + 1:], reviews[position].item_id
+
+
+def _held_out(split: Split, target: str) -> dict[str, Review]:
+    if target not in ("valid", "test"):
+        raise ValueError(f"target should be 'valid' or 'test', got {target!r}.")
+    return split.valid if target == "valid" else split.test
+
+
+def ranks_from_scores(scores: np.ndarray, users: Sequence[str], split: Split,
+                      catalogue: Catalogue, *, target: str) -> np.ndarray:
+    """Full-ranking 1-based rank of each user's held-out item (their train items excluded)."""
+    held_out = _held_out(split, target)
+    ranks = []
+    for row, user in enumerate(users):
+        exclude = catalogue.rows(r.item_id for r in split.train.get(user, []))
+        ranks.append(target_rank(scores[row], catalogue.index[held_out[user].item_id], exclude))
+    return np.asarray(ranks)
+
+
+def _catalogue_vectors(model: TwoTowerRecommender, tokenizer: PreTrainedTokenizerBase,
+                       catalogue: Catalogue, cfg: RunConfig) -> ItemVectors:
+    """Frozen-base item vectors, computed once per process, base model and device."""
+    device = next(model.parameters()).device
+    key = (str(cfg.model_dir), cfg.max_item_tokens, catalogue.ids, str(device))
+    if key not in _ITEM_CACHE:
+        _ITEM_CACHE[key] = pool_catalogue(model, tokenizer, catalogue.ids, catalogue.texts(),
+                                          max_tokens=cfg.max_item_tokens)
+    return _ITEM_CACHE[key]

@@ -1,0 +1,62 @@
+"""FedAvg over adapter tensors, with early stopping and per-round bookkeeping."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Iterable
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from common import records
+
+log = logging.getLogger(__name__)
+
+
+class RecommenderFedAvg(FedAvg):
+    """FedAvg that stops sending work once ``should_stop()`` is true and records each round.
+
+    ``history`` holds one dict per trained round: clients that replied, mean upload bytes per
+    client, wall time, and the clients' aggregated training metrics.
+    """
+
+    def __init__(self, *, should_stop: Callable[[], bool], **kwargs) -> None:
+        super().__init__(arrayrecord_key=records.ARRAYS, configrecord_key=records.CONFIG,
+                         weighted_by_key=records.NUM_EXAMPLES, fraction_evaluate=0.0, **kwargs)
+        self.should_stop = should_stop
+        self.history: list[dict[str, float]] = []
+        self._round_started = 0.0
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """Sample clients as FedAvg does, unless early stopping has ended the run."""
+        if self.should_stop():
+            log.info("round %d skipped: early stopping ended training", server_round)
+            return []
+        self._round_started = time.perf_counter()
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Weighted average of the adapter tensors; records upload size and round time."""
+        replies = list(replies)
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is None:
+            return arrays, metrics
+        contents = [m.content for m in replies if m.has_content() and records.ARRAYS in m.content]
+        uploads = [_nbytes(c[records.ARRAYS]) for c in contents]
+        row = {"round": server_round, "clients": len(uploads),
+               "examples-seen": sum(int(c[records.METRICS].get(records.EXAMPLES_SEEN, 0))
+                                    for c in contents),
+               "upload-bytes-per-client": sum(uploads) / max(len(uploads), 1),
+               "round-seconds": time.perf_counter() - self._round_started}
+        row.update({f"train-{k}" if not k.startswith("train") else k: float(v)
+                    for k, v in (metrics or {}).items()})
+        self.history.append(row)
+        return arrays, metrics
+
+
+def _nbytes(record: ArrayRecord) -> int:
+    return sum(len(array.data) for array in record.values())

@@ -1,0 +1,148 @@
+"""The two-tower model: what is trainable, what is exchanged, PEFT-format checkpoints, training."""
+
+import random
+
+import pytest
+import torch
+from peft import PeftModel
+
+from common.model import (HEAD_PREFIXES, ModelError, build_model, load_checkpoint, load_tokenizer,
+                          load_trainable_state, save_checkpoint, trainable_state)
+from common.run_data import RunData
+from common.recommender import Recommender, _example
+from common.schema import Review
+
+
+def test_when_model_built_then_only_lora_and_projections_are_trainable(tiny_config):
+    model = build_model(tiny_config)
+    state = trainable_state(model)
+    assert state, "nothing trainable"
+    for name in state:
+        assert "lora_" in name or name.startswith(HEAD_PREFIXES), name
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    assert frozen > 10 * sum(t.numel() for t in state.values())
+
+
+def test_when_top_layers_set_then_lora_only_there(tiny_config):
+    names = trainable_state(build_model(tiny_config.replace(lora_top_layers=1)))
+    lora = [n for n in names if "lora_" in n]
+    assert lora and all(".layer.1." in n for n in lora)
+
+
+def test_when_same_seed_then_same_initial_state(tiny_config):
+    a, b = trainable_state(build_model(tiny_config)), trainable_state(build_model(tiny_config))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_when_update_has_wrong_shape_then_refused(tiny_config):
+    model = build_model(tiny_config)
+    state = trainable_state(model)
+    name = next(iter(state))
+    state[name] = torch.zeros(3, 3)
+    with pytest.raises(ModelError, match="has shape"):
+        load_trainable_state(model, state)
+
+
+def test_when_update_is_not_finite_then_refused_and_model_unchanged(tiny_config):
+    model = build_model(tiny_config)
+    before = trainable_state(model)
+    state = {k: v + 1.0 for k, v in before.items()}
+    name = list(state)[-1]  # the last tensor applied: every other one would be copied first
+    state[name].view(-1)[0] = float("nan")
+    with pytest.raises(ModelError, match="NaN"):
+        load_trainable_state(model, state)
+    after = trainable_state(model)
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_when_update_has_extra_tensor_then_refused(tiny_config):
+    model = build_model(tiny_config)
+    state = trainable_state(model) | {"encoder.embeddings.word_embeddings.weight": torch.zeros(1)}
+    with pytest.raises(ModelError, match="unexpected"):
+        load_trainable_state(model, state)
+
+
+def test_when_checkpoint_saved_then_peft_reads_it_and_scores_match(tiny_config, tmp_path):
+    model = build_model(tiny_config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                param.add_(0.01 * torch.randn_like(param))
+    save_checkpoint(model, tmp_path / "ckpt", meta={"round": 1})
+    assert (tmp_path / "ckpt" / "adapter_config.json").is_file()
+    assert (tmp_path / "ckpt" / "adapter_model.safetensors").is_file()
+    from transformers import AutoModel
+    peft = PeftModel.from_pretrained(AutoModel.from_pretrained(tiny_config.model_path), tmp_path / "ckpt")
+    assert any("lora_A" in n for n, _ in peft.named_parameters())
+    restored = load_checkpoint(tmp_path / "ckpt", tiny_config)
+    tok = load_tokenizer(tiny_config)
+    batch = tok(["a red guitar strap", "drum sticks"], return_tensors="pt", padding=True)
+    model.eval(), restored.eval()
+    with torch.no_grad():
+        a = model.encode_users(batch["input_ids"], batch["attention_mask"])
+        b = restored.encode_users(batch["input_ids"], batch["attention_mask"])
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_when_checkpoint_folder_is_wrong_then_clear_error(tiny_config, tmp_path):
+    with pytest.raises(ModelError, match="no adapter_config.json"):
+        load_checkpoint(tmp_path, tiny_config)
+
+
+def test_when_model_path_has_no_checkpoint_then_clear_error(tiny_config, tmp_path):
+    with pytest.raises(ModelError, match="holds no config.json"):
+        build_model(tiny_config.replace(model_path=str(tmp_path)))
+
+
+def test_when_trained_then_adapter_changes_and_loss_falls(tiny_config):
+    data = RunData.load(tiny_config)
+    recommender = Recommender(tiny_config, data.catalogue)
+    users = data.split.users()[:48]
+    before = recommender.state()
+    rng = random.Random(0)
+    first = recommender.train(users, data.split, rng=rng, steps=6)
+    later = recommender.train(users, data.split, rng=rng, steps=24)
+    after = recommender.state()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any("lora_B" in k for k in changed) and any(k.startswith("user_proj") for k in changed)
+    assert later.mean_loss < first.mean_loss
+    assert later.examples_seen == 24 * tiny_config.batch_size
+
+
+def test_when_item_embeddings_on_then_they_train_and_travel(tiny_config):
+    cfg = tiny_config.replace(item_embeddings=True)
+    data = RunData.load(cfg)
+    recommender = Recommender(cfg, data.catalogue)
+    assert recommender.state()["item_embedding"].shape == (len(data.catalogue), cfg.embed_dim)
+    recommender.train(data.split.users()[:32], data.split, rng=random.Random(0), steps=3)
+    assert recommender.state()["item_embedding"].abs().sum() > 0
+    with pytest.raises(ModelError, match="num_items"):
+        build_model(cfg)
+
+
+def _reviews(n):
+    return [Review(user_id="u", item_id=f"i{t}", rating=5.0, timestamp=t, summary="", text="")
+            for t in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_when_next_item_targets_then_profile_is_strictly_earlier(seed):
+    reviews = _reviews(5)
+    profile, target = _example(reviews, "next-item", random.Random(seed))
+    position = [r.item_id for r in reviews].index(target)
+    assert position >= 1 and profile == reviews[:position]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_when_leave_one_out_targets_then_profile_is_all_others(seed):
+    reviews = _reviews(4)
+    profile, target = _example(reviews, "leave-one-out", random.Random(seed))
+    assert target not in [r.item_id for r in profile] and len(profile) == 3
+
+
+def test_when_evaluated_then_metrics_are_in_range(tiny_config):
+    data = RunData.load(tiny_config)
+    recommender = Recommender(tiny_config, data.catalogue)
+    metrics = recommender.evaluate(data.split.users()[:40], data.split, target="test")
+    assert metrics["num-users"] == 40
+    assert 0 <= metrics["ndcg@10"] <= metrics["hr@10"] <= 1

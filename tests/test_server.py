@@ -1,0 +1,76 @@
+"""Server pieces: early stopping on validation, best checkpoint, strategy bookkeeping."""
+
+import json
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from common import records
+from common.model import build_model, trainable_state
+from common.run_data import RunData
+from server.checkpoints import RunDirectory
+from server.evaluation import CentralEvaluator
+from server.strategy import RecommenderFedAvg
+
+
+@pytest.fixture()
+def evaluator(tiny_config):
+    cfg = tiny_config.replace(patience=2, max_eval_users=30)
+    run = RunDirectory.create(cfg, "unit")
+    yield CentralEvaluator(cfg, RunData.load(cfg), run)
+    run.close()
+
+
+def test_when_no_gain_for_patience_rounds_then_stop_and_keep_best(evaluator):
+    arrays = ArrayRecord(trainable_state(build_model(evaluator.cfg)))
+    assert evaluator.evaluate(0, arrays) is not None
+    assert evaluator.evaluate(1, arrays) is not None and not evaluator.should_stop
+    evaluator.evaluate(2, arrays)
+    assert evaluator.should_stop and evaluator.stopped_at == 2
+    assert evaluator.best_round == 0
+    assert evaluator.evaluate(3, arrays) is None  # nothing is evaluated after the stop
+    meta = json.loads((evaluator.run.checkpoints / "best" / "privrec.json").read_text())
+    assert meta["round"] == 0
+
+
+def test_when_validation_improves_then_best_checkpoint_moves(evaluator):
+    arrays = ArrayRecord(trainable_state(build_model(evaluator.cfg)))
+    evaluator.evaluate(0, arrays)
+    evaluator.best_score = -1.0  # any real score now counts as a gain
+    evaluator.evaluate(1, arrays)
+    assert evaluator.best_round == 1
+    meta = json.loads((evaluator.run.checkpoints / "best" / "privrec.json").read_text())
+    assert meta["round"] == 1 and "ndcg@10" in meta["valid"]
+
+
+def test_when_stopped_then_strategy_sends_no_work():
+    strategy = RecommenderFedAvg(should_stop=lambda: True)
+    assert list(strategy.configure_train(4, ArrayRecord(), ConfigRecord(), grid=None)) == []
+
+
+@pytest.fixture()
+def task_identity(monkeypatch):
+    """Messages built outside a Flower run need a task identity, as the runtime sets it."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr in ("_task_id", "_run_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, attr, 1)
+
+
+def test_when_replies_aggregated_then_round_is_recorded(task_identity):
+    strategy = RecommenderFedAvg(should_stop=lambda: False)
+    replies = []
+    for weight, value in ((1, 0.0), (3, 4.0)):
+        content = RecordDict({
+            records.ARRAYS: ArrayRecord({"w": torch.full((2, 2), value)}),
+            records.METRICS: MetricRecord({records.NUM_EXAMPLES: weight, records.TRAIN_LOSS: value,
+                                           records.EXAMPLES_SEEN: 10 * weight}),
+        })
+        replies.append(Message(content=content, dst_node_id=1, message_type="train"))
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert torch.allclose(arrays.to_torch_state_dict()["w"], torch.full((2, 2), 3.0))
+    row = strategy.history[0]
+    assert row["clients"] == 2 and row["examples-seen"] == 40
+    assert row["train-loss"] == pytest.approx(3.0)
+    assert row["upload-bytes-per-client"] >= 16
