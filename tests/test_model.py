@@ -11,10 +11,15 @@ from common.model import (HEAD_PREFIXES, ModelError, build_model, load_checkpoin
 from common.run_data import RunData
 from common.recommender import Recommender, _example
 from common.schema import Review
+from common.config import RunConfig
+
+N_ITEMS = len(RunData.load(RunConfig()).catalogue)  # the demo catalogue the tiny configs use
 
 
-def test_when_model_built_then_only_lora_and_projections_are_trainable(tiny_config):
-    model = build_model(tiny_config)
+@pytest.mark.parametrize("item_embeddings", [True, False])
+def test_when_model_built_then_only_lora_and_projections_are_trainable(tiny_config, item_embeddings):
+    tiny_config = tiny_config.replace(item_embeddings=item_embeddings)
+    model = build_model(tiny_config, num_items=N_ITEMS)
     state = trainable_state(model)
     assert state, "nothing trainable"
     for name in state:
@@ -24,18 +29,18 @@ def test_when_model_built_then_only_lora_and_projections_are_trainable(tiny_conf
 
 
 def test_when_top_layers_set_then_lora_only_there(tiny_config):
-    names = trainable_state(build_model(tiny_config.replace(lora_top_layers=1)))
+    names = trainable_state(build_model(tiny_config.replace(lora_top_layers=1), num_items=N_ITEMS))
     lora = [n for n in names if "lora_" in n]
     assert lora and all(".layer.1." in n for n in lora)
 
 
 def test_when_same_seed_then_same_initial_state(tiny_config):
-    a, b = trainable_state(build_model(tiny_config)), trainable_state(build_model(tiny_config))
+    a, b = trainable_state(build_model(tiny_config, num_items=N_ITEMS)), trainable_state(build_model(tiny_config, num_items=N_ITEMS))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_when_update_has_wrong_shape_then_refused(tiny_config):
-    model = build_model(tiny_config)
+    model = build_model(tiny_config, num_items=N_ITEMS)
     state = trainable_state(model)
     name = next(iter(state))
     state[name] = torch.zeros(3, 3)
@@ -44,7 +49,7 @@ def test_when_update_has_wrong_shape_then_refused(tiny_config):
 
 
 def test_when_update_is_not_finite_then_refused_and_model_unchanged(tiny_config):
-    model = build_model(tiny_config)
+    model = build_model(tiny_config, num_items=N_ITEMS)
     before = trainable_state(model)
     state = {k: v + 1.0 for k, v in before.items()}
     name = list(state)[-1]  # the last tensor applied: every other one would be copied first
@@ -56,14 +61,14 @@ def test_when_update_is_not_finite_then_refused_and_model_unchanged(tiny_config)
 
 
 def test_when_update_has_extra_tensor_then_refused(tiny_config):
-    model = build_model(tiny_config)
+    model = build_model(tiny_config, num_items=N_ITEMS)
     state = trainable_state(model) | {"encoder.embeddings.word_embeddings.weight": torch.zeros(1)}
     with pytest.raises(ModelError, match="unexpected"):
         load_trainable_state(model, state)
 
 
 def test_when_checkpoint_saved_then_peft_reads_it_and_scores_match(tiny_config, tmp_path):
-    model = build_model(tiny_config)
+    model = build_model(tiny_config, num_items=N_ITEMS)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if param.requires_grad:
@@ -74,7 +79,7 @@ def test_when_checkpoint_saved_then_peft_reads_it_and_scores_match(tiny_config, 
     from transformers import AutoModel
     peft = PeftModel.from_pretrained(AutoModel.from_pretrained(tiny_config.model_path), tmp_path / "ckpt")
     assert any("lora_A" in n for n, _ in peft.named_parameters())
-    restored = load_checkpoint(tmp_path / "ckpt", tiny_config)
+    restored = load_checkpoint(tmp_path / "ckpt", tiny_config, num_items=N_ITEMS)
     tok = load_tokenizer(tiny_config)
     batch = tok(["a red guitar strap", "drum sticks"], return_tensors="pt", padding=True)
     model.eval(), restored.eval()
@@ -91,7 +96,7 @@ def test_when_checkpoint_folder_is_wrong_then_clear_error(tiny_config, tmp_path)
 
 def test_when_model_path_has_no_checkpoint_then_clear_error(tiny_config, tmp_path):
     with pytest.raises(ModelError, match="holds no config.json"):
-        build_model(tiny_config.replace(model_path=str(tmp_path)))
+        build_model(tiny_config.replace(model_path=str(tmp_path)), num_items=N_ITEMS)
 
 
 def test_when_trained_then_adapter_changes_and_loss_falls(tiny_config):
@@ -110,7 +115,7 @@ def test_when_trained_then_adapter_changes_and_loss_falls(tiny_config):
 
 
 def test_when_item_embeddings_on_then_they_train_and_travel(tiny_config):
-    cfg = tiny_config.replace(item_embeddings=True)
+    cfg = tiny_config
     data = RunData.load(cfg)
     recommender = Recommender(cfg, data.catalogue)
     assert recommender.state()["item_embedding"].shape == (len(data.catalogue), cfg.embed_dim)

@@ -23,7 +23,7 @@ def evaluator(tiny_config):
 
 
 def test_when_no_gain_for_patience_rounds_then_stop_and_keep_best(evaluator):
-    arrays = ArrayRecord(trainable_state(build_model(evaluator.cfg)))
+    arrays = ArrayRecord(trainable_state(build_model(evaluator.cfg, num_items=len(evaluator.data.catalogue))))
     assert evaluator.evaluate(0, arrays) is not None
     assert evaluator.evaluate(1, arrays) is not None and not evaluator.should_stop
     evaluator.evaluate(2, arrays)
@@ -35,7 +35,7 @@ def test_when_no_gain_for_patience_rounds_then_stop_and_keep_best(evaluator):
 
 
 def test_when_validation_improves_then_best_checkpoint_moves(evaluator):
-    arrays = ArrayRecord(trainable_state(build_model(evaluator.cfg)))
+    arrays = ArrayRecord(trainable_state(build_model(evaluator.cfg, num_items=len(evaluator.data.catalogue))))
     evaluator.evaluate(0, arrays)
     evaluator.best_score = -1.0  # any real score now counts as a gain
     evaluator.evaluate(1, arrays)
