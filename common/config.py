@@ -56,6 +56,8 @@ class RunConfig:
                                    "on CPU since gradients stop below them.")
     item_embeddings: bool = _opt(True, "Add a learned vector per catalogue item to the item tower "
                                  "(collaborative signal); items new to the model fall back to text.")
+    history_embeddings: bool = _opt(False, "Add the mean item vector of a user's profile items to the "
+                                    "user vector (needs item-embeddings; computed on the client).")
     max_profile_tokens: int = _opt(128, "Token budget of a user's profile text.")
     max_item_tokens: int = _opt(32, "Token budget of an item's text.")
     profile_style: str = _opt("title-summary", "'title-summary' or 'review-text' profile entries.")
@@ -106,6 +108,8 @@ class RunConfig:
         need(self.on_bad_record in BAD_RECORD_POLICIES, "on_bad_record",
              f"should be one of {BAD_RECORD_POLICIES}")
         need(bool(self.lora_target_modules), "lora_targets", "should name at least one module")
+        need(self.item_embeddings or not self.history_embeddings, "history_embeddings",
+             "needs `item-embeddings` = true")
         need(self.min_train_clients <= self.num_clients, "min_train_clients",
              f"should be at most `num-clients` ({self.num_clients})")
 

@@ -64,11 +64,20 @@ class TwoTowerRecommender(nn.Module):
         self.item_embedding = nn.Parameter(torch.zeros(num_items, embed_dim)) if num_items else None
         self.temperature = temperature
 
-    def encode_users(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Unit-length user vectors from tokenised profiles (LoRA active)."""
+    def encode_users(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     history: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit-length user vectors from tokenised profiles (LoRA active).
+
+        ``history`` ([users, n] item rows, -1 = padding) adds the mean per-item vector of the
+        items in each profile: the user's behaviour next to their words. It stays on the client.
+        """
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        pooled = mean_pool(out.last_hidden_state, attention_mask)
-        return nn.functional.normalize(self.user_proj(pooled), dim=-1)
+        vectors = self.user_proj(mean_pool(out.last_hidden_state, attention_mask))
+        if history is not None and self.item_embedding is not None:
+            present = (history >= 0).unsqueeze(-1).to(vectors.dtype)
+            rows = self.item_embedding[history.clamp(min=0)] * present
+            vectors = vectors + rows.sum(1) / present.sum(1).clamp(min=1.0)
+        return nn.functional.normalize(vectors, dim=-1)
 
     @torch.no_grad()
     def pool_items(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

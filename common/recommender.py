@@ -108,7 +108,7 @@ class Recommender:
         profiles, targets, masked = [], [], []
         for row, reviews in enumerate(histories):
             profile, target = _example(reviews, self.cfg.training_targets, rng)
-            profiles.append(profile_text(profile, self.catalogue.items, style=self.cfg.profile_style))
+            profiles.append(profile)
             targets.append(self.catalogue.index[target])
             # Other items this user reviewed are not negatives.
             masked.extend((row, c) for c in self.catalogue.rows(r.item_id for r in reviews)
@@ -128,9 +128,8 @@ class Recommender:
         items = self.model.encode_items(self.items.pooled)
         chunks = []
         for start in range(0, len(users), batch_size):
-            texts = [profile_text(split.train.get(u, []), self.catalogue.items,
-                                  style=self.cfg.profile_style) for u in users[start:start + batch_size]]
-            chunks.append(self.model.scores(self._encode(texts), items).cpu().numpy())
+            profiles = [split.train.get(u, []) for u in users[start:start + batch_size]]
+            chunks.append(self.model.scores(self._encode(profiles), items).cpu().numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.catalogue)))
 
     def evaluate(self, users: Sequence[str], split: Split, *, target: str = "valid") -> dict[str, float]:
@@ -142,11 +141,20 @@ class Recommender:
         metrics["num-users"] = float(len(users))
         return metrics
 
-    def _encode(self, texts: list[str]) -> torch.Tensor:
+    def _encode(self, profiles: list[list[Review]]) -> torch.Tensor:
+        """User vectors from profile reviews: their text, and their items if ``history-embeddings``."""
+        texts = [profile_text(p, self.catalogue.items, style=self.cfg.profile_style) for p in profiles]
         batch = self.tokenizer(texts, truncation=True, max_length=self.cfg.max_profile_tokens,
                                padding=True, return_tensors="pt")
+        history = None
+        if self.cfg.history_embeddings:
+            rows = [self.catalogue.rows(r.item_id for r in p) for p in profiles]
+            history = torch.full((len(rows), max(map(len, rows), default=0) or 1), -1, dtype=torch.long)
+            for i, r in enumerate(rows):
+                history[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+            history = history.to(self.device)
         return self.model.encode_users(batch["input_ids"].to(self.device),
-                                       batch["attention_mask"].to(self.device))
+                                       batch["attention_mask"].to(self.device), history)
 
 
 def _example(reviews: list[Review], mode: str, rng: random.Random) -> tuple[list[Review], str]:

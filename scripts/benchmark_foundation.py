@@ -81,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip", nargs="*", default=[], choices=["federated", "centralised"],
                         help="parts to leave out")
     parser.add_argument("--out", default=str(ROOT / "benchmarks"), help="results folder")
+    parser.add_argument("--section", default="Foundation (issue 2)",
+                        help="section of results.md to write (other sections are kept)")
+    parser.add_argument("--json", default="foundation.json", help="file name of the raw results")
     return parser.parse_args(argv)
 
 
@@ -141,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"config": cfg.to_dict(), "full_model_bytes": full_model_bytes, "rows": rows,
                "model": cfg.model_dir.name if cfg.model_path else "all-MiniLM-L6-v2",
                "date": time.strftime("%Y-%m-%d"), "machine": f"{psutil.cpu_count()} CPU cores"}
-    (out / "foundation.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / args.json).write_text(json.dumps(payload, indent=2) + "\n")
     table = render(payload, args)
-    replace_section(out / "results.md", "Foundation (issue 2)", table)
+    replace_section(out / "results.md", args.section, table)
     log.info("\n%s", table)
     return 0
 
@@ -167,6 +170,7 @@ def render(payload: dict, args: argparse.Namespace) -> str:
         f"({cfg['max-eval-users'] or 'all'} validation users). Model: {payload['model']} two-tower, LoRA r={cfg['lora-r']} "
         f"on {cfg['lora-targets']} (top {cfg['lora-top-layers'] or 'all'} layers), profile "
         f"{cfg['max-profile-tokens']} tokens, item embeddings {'on' if cfg['item-embeddings'] else 'off'}, "
+        f"history item vectors in the user tower {'on' if cfg['history-embeddings'] else 'off'}, "
         f"{cfg['training-targets']} targets, lr {cfg['learning-rate']}, batch {cfg['batch-size']}.",
         "",
         f"| model | HR@{k} | NDCG@{k} | MRR | examples seen | time | peak RSS | note |",

@@ -151,3 +151,24 @@ def test_when_evaluated_then_metrics_are_in_range(tiny_config):
     metrics = recommender.evaluate(data.split.users()[:40], data.split, target="test")
     assert metrics["num-users"] == 40
     assert 0 <= metrics["ndcg@10"] <= metrics["hr@10"] <= 1
+
+
+def test_when_history_embeddings_on_then_profile_items_move_the_user_vector(tiny_config):
+    data = RunData.load(tiny_config)
+    with_history = Recommender(tiny_config.replace(history_embeddings=True), data.catalogue)
+    text_only = Recommender(tiny_config, data.catalogue)
+    with torch.no_grad():
+        with_history.model.item_embedding.normal_()
+    text_only.load_state(with_history.state())
+    profiles = [data.split.train[u] for u in data.split.users()[:3]] + [[]]
+    a, b = with_history._encode(profiles), text_only._encode(profiles)
+    assert torch.isfinite(a).all()
+    assert not torch.allclose(a[:3], b[:3])
+    assert torch.allclose(a[3], b[3], atol=1e-6)  # an empty profile has no items to add
+
+
+def test_when_history_embeddings_without_item_embeddings_then_config_error(tiny_config):
+    from common.config import ConfigError
+
+    with pytest.raises(ConfigError, match="history-embeddings"):
+        tiny_config.replace(item_embeddings=False, history_embeddings=True)
