@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--section", default="Foundation (issue 2)",
                         help="section of results.md to write (other sections are kept)")
     parser.add_argument("--json", default="foundation.json", help="file name of the raw results")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite the results.md section from the saved JSON without measuring")
     return parser.parse_args(argv)
 
 
@@ -92,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.render_only:
+        payload = json.loads((out / args.json).read_text())
+        replace_section(out / "results.md", args.section, render(payload))
+        return 0
     cfg = build_config(None, args.settings, reviews_path=args.reviews, items_path=args.items,
                        num_clients=args.clients, num_rounds=args.rounds,
                        fraction_train=args.fraction_train, local_epochs=args.local_epochs,
@@ -142,10 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         }
 
     payload = {"config": cfg.to_dict(), "full_model_bytes": full_model_bytes, "rows": rows,
+               "command": " ".join(["python scripts/benchmark_foundation.py", *sys.argv[1:]]),
                "model": cfg.model_dir.name if cfg.model_path else "all-MiniLM-L6-v2",
                "date": time.strftime("%Y-%m-%d"), "machine": f"{psutil.cpu_count()} CPU cores"}
     (out / args.json).write_text(json.dumps(payload, indent=2) + "\n")
-    table = render(payload, args)
+    table = render(payload)
     replace_section(out / "results.md", args.section, table)
     log.info("\n%s", table)
     return 0
@@ -157,20 +164,20 @@ def _median(values: list[float]) -> float:
     return float(values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2) if values else 0.0
 
 
-def render(payload: dict, args: argparse.Namespace) -> str:
+def render(payload: dict) -> str:
     """Markdown table of the benchmark payload."""
     cfg, rows = payload["config"], payload["rows"]
     k = cfg["eval-k"]
     lines = [
         f"Measured {payload['date']} on {payload['machine']} (no GPU) with "
-        f"`python scripts/benchmark_foundation.py {' '.join(sys.argv[1:])}`.".replace("  ", " "),
+        f"`{payload.get('command', 'python scripts/benchmark_foundation.py')}`; times are medians.",
         "",
         f"Data: `{Path(cfg['reviews-path']).parent.name}/{Path(cfg['reviews-path']).name}`, leave-last-out, "
         f"full ranking over unseen items; test metrics (all users) at the best validation round/epoch "
         f"({cfg['max-eval-users'] or 'all'} validation users). Model: {payload['model']} two-tower, LoRA r={cfg['lora-r']} "
         f"on {cfg['lora-targets']} (top {cfg['lora-top-layers'] or 'all'} layers), profile "
         f"{cfg['max-profile-tokens']} tokens, item embeddings {'on' if cfg['item-embeddings'] else 'off'}, "
-        f"history item vectors in the user tower {'on' if cfg['history-embeddings'] else 'off'}, "
+        f"history item vectors in the user tower {'on' if cfg.get('history-embeddings') else 'off'}, "
         f"{cfg['training-targets']} targets, lr {cfg['learning-rate']}, batch {cfg['batch-size']}.",
         "",
         f"| model | HR@{k} | NDCG@{k} | MRR | examples seen | time | peak RSS | note |",
@@ -196,8 +203,10 @@ def render(payload: dict, args: argparse.Namespace) -> str:
     if "federated" in rows:
         up = rows["federated"]["upload_bytes_per_client"]
         full = payload["full_model_bytes"]
-        lines += ["", f"Upload per client per round: {up / 1e6:.2f} MB of adapter + projection tensors "
-                  f"vs {full / 1e6:.1f} MB for the full model ({100 * up / full:.2f}%)."]
+        lines += ["", f"Upload per client per round: {up / 1e6:.2f} MB of trainable tensors (LoRA, "
+                  f"projections, item vectors) vs {full / 1e6:.1f} MB for the full model "
+                  f"({100 * up / full:.2f}%). Peak RSS counts this process and its children (Ray "
+                  f"workers for the federation)."]
     return "\n".join(lines)
 
 
