@@ -115,9 +115,9 @@ class Recommender:
                           if c != targets[-1])
         logits = self.model.scores(self._encode(profiles), self.model.encode_items(self.items.pooled))
         if masked:
-            rows, cols = zip(*masked)
-            logits = logits.index_put((torch.tensor(rows), torch.tensor(cols)),
-                                      torch.tensor(float("-inf")))
+            rows, cols = zip(*masked, strict=True)
+            index = (torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device))
+            logits = logits.index_put(index, torch.tensor(float("-inf"), device=self.device))
         return torch.nn.functional.cross_entropy(logits, torch.tensor(targets, device=self.device))
 
     # ----- ranking ----------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """Reference recommenders on hand-made data."""
 
 import numpy as np
-import pytest
 
 from common import baselines
 from common.catalogue import Catalogue

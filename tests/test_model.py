@@ -70,7 +70,7 @@ def test_when_update_has_extra_tensor_then_refused(tiny_config):
 def test_when_checkpoint_saved_then_peft_reads_it_and_scores_match(tiny_config, tmp_path):
     model = build_model(tiny_config, num_items=N_ITEMS)
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.requires_grad:
                 param.add_(0.01 * torch.randn_like(param))
     save_checkpoint(model, tmp_path / "ckpt", meta={"round": 1})
