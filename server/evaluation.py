@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 class CentralEvaluator:
-    """Ranks the validation items of all users after every round; remembers the best round.
+    """Ranks the validation items (of every user, or ``max-eval-users`` of them) after every
+    round over the whole catalogue; remembers the best round.
 
     ``evaluate`` is the ``evaluate_fn`` handed to ``strategy.start``. After ``patience``
     rounds without a better validation NDCG@K, :attr:`should_stop` turns true and the

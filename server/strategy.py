@@ -52,8 +52,9 @@ class RecommenderFedAvg(FedAvg):
                                     for c in contents),
                "upload-bytes-per-client": sum(uploads) / max(len(uploads), 1),
                "round-seconds": time.perf_counter() - self._round_started}
+        # Clients' metrics, averaged by FedAvg (examples seen is summed above instead).
         row.update({f"train-{k}" if not k.startswith("train") else k: float(v)
-                    for k, v in (metrics or {}).items()})
+                    for k, v in (metrics or {}).items() if k != records.EXAMPLES_SEEN})
         self.history.append(row)
         return arrays, metrics
 
