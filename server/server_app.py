@@ -9,9 +9,10 @@ from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from common.config import RunConfig
-from common.run_data import RunData
+from common.recommender import Recommender
+from common.run_data import load_catalogue
 from server.checkpoints import RunDirectory
-from server.evaluation import CentralEvaluator
+from server.evaluation import FederatedMetrics, RoundEvaluator, ServerSideMetrics
 from server.strategy import RecommenderFedAvg
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,13 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "") -> RunDire
     log.info("run directory: %s", run.path)
     started = time.perf_counter()
     try:
-        # 1. The server's evaluation data and the initial global adapter.
-        data = RunData.load(cfg)
-        evaluator = CentralEvaluator(cfg, data, run)
-        initial = ArrayRecord(evaluator.recommender.state())  # seeded by `seed`
+        # 1. The model over the public catalogue, and the initial global adapter. The server
+        #    holds no reviews: clients evaluate on their own data unless evaluation = "server".
+        recommender = Recommender(cfg, load_catalogue(cfg))
+        source = (ServerSideMetrics(cfg, recommender) if cfg.evaluation == "server"
+                  else FederatedMetrics(grid))
+        evaluator = RoundEvaluator(cfg, recommender, source, run)
+        initial = ArrayRecord(recommender.state())  # seeded by `seed`
 
         # 2. FedAvg over adapter tensors only, stopping early on validation NDCG.
         strategy = RecommenderFedAvg(
@@ -59,12 +63,12 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "") -> RunDire
                        evaluate_fn=evaluate)
 
         # 4. The best round's adapter on the test items.
-        test = evaluator.metrics(evaluator.best_arrays(), "test")
+        test = evaluator.metrics(evaluator.best_arrays(), "test", evaluator.best_round)
         summary = {"best-round": evaluator.best_round, "stopped-early-at": evaluator.stopped_at,
                    "rounds-trained": sum(1 for r in strategy.history if "clients" in r),
                    "valid-best": evaluator.best_score, "test": test,
-                   "wall-seconds": time.perf_counter() - started,
-                   "trainable-parameters": sum(v.numel() for v in evaluator.recommender.state().values())}
+                   "evaluation": cfg.evaluation, "wall-seconds": time.perf_counter() - started,
+                   "trainable-parameters": sum(v.numel() for v in recommender.state().values())}
         run.write_summary(summary)
         log.info("test (best round %d): %s", evaluator.best_round,
                  ", ".join(f"{k}={v:.4f}" for k, v in test.items()))

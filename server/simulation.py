@@ -21,11 +21,13 @@ def backend_config(cpus_per_client: int) -> dict:
     }
 
 
-def simulate(cfg: RunConfig, *, run_name: str = "", cpus_per_client: int | None = None) -> Path:
+def simulate(cfg: RunConfig, *, run_name: str = "", cpus_per_client: int | None = None,
+             progress: bool = True) -> Path:
     """Run ``cfg`` as a simulated federation and return the run directory."""
     from flwr.simulation import run_simulation
 
     from client.client_app import build_client_app
+    from client.simulated_devices import prepare_simulated_devices
     from server.server_app import build_server_app
 
     run_name = run_name or time.strftime("%Y%m%d-%H%M%S")
@@ -35,6 +37,8 @@ def simulate(cfg: RunConfig, *, run_name: str = "", cpus_per_client: int | None 
     # Clients run one at a time with every core: torch on CPU scales better than two half-machines.
     cpus = cpus_per_client or (os.cpu_count() or 1)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # no usage events leave this machine
+    # Each simulated device anonymises and encrypts its own partition first (once; reused).
+    prepare_simulated_devices(cfg, progress=progress)
     # Flower marks run_simulation deprecated in favour of `flwr run`; it is still the one call
     # that takes app objects (with their config) directly, which `privrec simulate` needs.
     run_simulation(server_app=build_server_app(cfg, run_name=run_name),

@@ -1,0 +1,33 @@
+"""A Presidio recogniser for street addresses ("1428 Elm Street", "221B Baker St, Apt 4")."""
+
+from __future__ import annotations
+
+from presidio_analyzer import Pattern, PatternRecognizer
+
+from client.anonymiser.entities import STREET_ADDRESS
+
+_SUFFIXES = ("Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|"
+             "Terrace|Terr?|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Square|Sq|Trail|Trl|Pike|Alley|"
+             "Crescent|Close|Row|Plaza|Loop|Run")
+# house number, optional direction, one to four name words (or an ordinal), a street type,
+# then optionally a unit ("Apt 4", "Suite 200", "#12").
+_ADDRESS = (
+    r"\b\d{1,6}[A-Za-z]?\s+"
+    r"(?:(?:[NSEW]\.?|North|South|East|West)\s+)?"
+    r"(?:(?:\d{1,3}(?:st|nd|rd|th)|[A-Z][A-Za-z'.-]*)\s+){1,4}"
+    rf"(?:{_SUFFIXES})\b\.?"
+    r"(?:,?\s*(?:Apt|Apartment|Suite|Ste|Unit|Building|Bldg|Floor|Fl|Room|Rm|#)\.?\s*#?[A-Za-z0-9-]+)?"
+)
+
+
+class StreetAddressRecognizer(PatternRecognizer):
+    """Finds house-number + street-name + street-type addresses, with an optional unit."""
+
+    PATTERNS = [Pattern("street address", _ADDRESS, 0.6)]
+    CONTEXT = ["address", "live", "lives", "ship", "shipped", "deliver", "delivered", "street",
+               "shop", "store", "located", "at"]
+
+    def __init__(self) -> None:
+        super().__init__(supported_entity=STREET_ADDRESS, patterns=self.PATTERNS,
+                         context=self.CONTEXT, supported_language="en",
+                         global_regex_flags=0)  # case matters: names are capitalised

@@ -1,0 +1,81 @@
+"""Simulation only: the simulator plays each device owner and prepares their local store.
+
+On a real device its owner runs ``privrec client prepare`` on their own file, with their own
+passphrase. In a simulated federation one review file is cut into client partitions, and each
+partition is prepared exactly as a device would (anonymised, pseudonymised, encrypted) into
+``<stores-dir>/<fingerprint>/client-<k>.prv``, unlocked by a random key file beside it. Stores are reused
+while the data, partition and anonymiser settings are unchanged (the folder name is their
+fingerprint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from client.anonymiser import PiiScrubber
+from client.anonymiser.vocabulary import product_words
+from client.encryption import Secret, make_key_file
+from client.prepare import anonymise_reviews, build_metadata
+from client.store import STORE_FORMAT, LocalStore, new_pseudonym_key
+from common.config import RunConfig
+from common.run_data import RunData
+
+log = logging.getLogger(__name__)
+
+
+def stores_dir(cfg: RunConfig) -> Path:
+    """Folder of the simulated clients' stores for ``cfg``."""
+    root = Path(cfg.stores_dir) if cfg.stores_dir else Path(cfg.run_dir) / "stores"
+    return root / _fingerprint(cfg)
+
+
+def device_files(cfg: RunConfig, partition_id: int) -> tuple[Path, Path]:
+    """(store, key file) of simulated client ``partition_id``."""
+    folder = stores_dir(cfg)
+    return folder / f"client-{partition_id}.prv", folder / f"client-{partition_id}.key"
+
+
+def prepare_simulated_devices(cfg: RunConfig, partitions: list[int] | None = None, *,
+                              progress: bool = True) -> Path:
+    """Prepare the stores of ``partitions`` (default: every client) that do not exist yet."""
+    todo = [p for p in (range(cfg.num_clients) if partitions is None else partitions)
+            if not device_files(cfg, p)[0].is_file()]
+    folder = stores_dir(cfg)
+    if not todo:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    data = RunData.load(cfg)
+    scrubber = PiiScrubber(model=cfg.pii_model, product_words=product_words(data.data.items.values()))
+    log.info("simulation: preparing %d client store(s) in %s (anonymiser %s)", len(todo), folder,
+             scrubber.mode)
+    for partition in todo:
+        users = set(data.client_users(cfg, partition))
+        reviews = [r for r in data.data.reviews if r.user_id in users]
+        key = new_pseudonym_key()
+        anonymised = anonymise_reviews(reviews, scrubber, pseudonym_key=key, progress=progress)
+        metadata = build_metadata(anonymised, scrubber, pseudonym_key=key,
+                                  source={"simulated-partition": partition,
+                                          "reviews-file": cfg.reviews_file.name,
+                                          "texts-per-second": round(anonymised.texts_per_second, 1)})
+        store, key_file = device_files(cfg, partition)
+        if not key_file.is_file():
+            make_key_file(key_file)
+        LocalStore.write(store, metadata, anonymised.reviews, Secret.from_key_file(key_file))
+        log.info("client %d: %d reviews of %d users, replaced %s", partition, metadata.num_reviews,
+                 metadata.num_users, metadata.pii_counts or "nothing")
+    return folder
+
+
+def _fingerprint(cfg: RunConfig) -> str:
+    def file_id(path: Path) -> list:
+        stat = path.stat() if path.is_file() else None
+        return [str(path.resolve()), stat.st_size if stat else 0, stat.st_mtime_ns if stat else 0]
+
+    parts = {"reviews": file_id(cfg.reviews_file), "items": file_id(cfg.items_file),
+             "clients": cfg.num_clients, "partition": cfg.partition, "alpha": cfg.dirichlet_alpha,
+             "seed": cfg.seed, "pii-model": cfg.pii_model, "on-bad": cfg.on_bad_record,
+             "format": STORE_FORMAT}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
