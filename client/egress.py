@@ -14,11 +14,13 @@ import math
 import re
 from typing import Callable
 
-from flwr.app import ArrayRecord, Context, Message, MessageType, MetricRecord
+from flwr.app import ArrayRecord, Context, Error, Message, MessageType, MetricRecord
 
 from common import records
 
 log = logging.getLogger(__name__)
+
+EGRESS_REFUSED = 4101  # error code of a reply the guard stopped (Flower's own codes are < 1000)
 
 TRAIN_METRICS = frozenset({records.NUM_EXAMPLES, records.NUM_STEPS, records.EXAMPLES_SEEN,
                            records.TRAIN_LOSS, records.TRAIN_LOSS_FIRST, records.TRAIN_LOSS_LAST,
@@ -82,7 +84,8 @@ def _check_metrics(kind: str, metrics: object) -> None:
 
 def egress_guard(msg: Message, context: Context,
                  call_next: Callable[[Message, Context], Message]) -> Message:
-    """Flower mod: run the handler, then let its reply out only if :func:`check_reply` passes."""
+    """Flower mod: run the handler, then let its reply out only if :func:`check_reply` passes;
+    otherwise send an error reply (code :data:`EGRESS_REFUSED`) with none of the content."""
     reply = call_next(msg, context)
     if reply.has_error():
         return reply
@@ -90,5 +93,5 @@ def egress_guard(msg: Message, context: Context,
         check_reply(msg, reply)
     except EgressError as err:
         log.error("%s", err)
-        raise
+        return Message(error=Error(code=EGRESS_REFUSED, reason=str(err)), reply_to=msg)
     return reply

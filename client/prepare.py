@@ -15,16 +15,17 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from tqdm import tqdm
 
-from client.anonymiser import PiiScrubber
-from client.anonymiser.vocabulary import product_words
 from client.encryption import KdfSettings, Secret
 from client.store import LocalStore, StoreMetadata, new_pseudonym_key, pseudonym
 from common.data import load_dataset
 from common.schema import Review
+
+if TYPE_CHECKING:  # Presidio and spaCy load in seconds: imported where scrubbing starts
+    from client.anonymiser import PiiScrubber
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,9 @@ def prepare_store(reviews_file: str | Path, items_file: str | Path, out: str | P
     if not data.reviews:
         raise PrepareError(f"{reviews_file}: no reviews to prepare; a client needs at least one "
                            f"review of an item in {items_file}")
+    from client.anonymiser import PiiScrubber
+    from client.anonymiser.vocabulary import product_words
+
     scrubber = PiiScrubber(model=model, product_words=product_words(data.items.values()))
     key = new_pseudonym_key()
     anonymised = anonymise_reviews(data.reviews, scrubber, pseudonym_key=key, progress=progress)

@@ -14,12 +14,14 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from client import cli as client_cli
 from common.config import ConfigError, RunConfig, field_help
 
 app = typer.Typer(help="PrivRec: a privacy-preserving federated recommender.",
                   no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Inspect review data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(client_cli.app, name="client")
 console = Console(stderr=True)
 log = logging.getLogger("privrec")
 
@@ -29,8 +31,10 @@ SET_HELP = "Any run setting as KEY=VALUE (repeatable); `privrec config` lists th
 CONFIG_HELP = "TOML file with run settings (top level or [tool.flwr.app.config])."
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
+    """Rich log lines on stderr for PrivRec's loggers (debug with ``verbose``)."""
     handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+    logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # per-recogniser chatter
     for name in ("privrec", "common", "server", "client", "benchmark"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
@@ -82,7 +86,7 @@ def simulate(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run a simulated federation (Flower simulation engine, Ray on 127.0.0.1) and report test metrics."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
     try:
         cfg = build_config(config_file, settings, reviews_path=_str(data), items_path=_str(items),
                            num_clients=clients, num_rounds=rounds, partition=partition,
@@ -111,7 +115,7 @@ def baselines(
     settings: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Popularity, EASE and (optionally) centralised training on the same split, side by side."""
-    _setup_logging(False)
+    setup_logging(False)
     from common import baselines as bl
     from common.run_data import RunData
 
@@ -143,7 +147,7 @@ def data_check(
     partition: str = typer.Option("iid", "--partition", help="'iid' or 'dirichlet'."),
 ) -> None:
     """Validate review and item files and print split and partition statistics."""
-    _setup_logging(False)
+    setup_logging(False)
     from common.run_data import RunData
 
     try:

@@ -37,10 +37,28 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def tiny_config(tiny_bert: Path, tmp_path: Path):
+def tiny_config(tiny_bert: Path, tmp_path: Path, stores_root: Path):
     """A RunConfig on the demo data with the tiny BERT and short texts."""
     from common.config import RunConfig
 
     return RunConfig(model_path=str(tiny_bert), embed_dim=16, max_profile_tokens=48,
                      max_item_tokens=16, num_clients=3, num_rounds=2, learning_rate=5e-3,
-                     run_dir=str(tmp_path / "runs"), device="cpu")
+                     run_dir=str(tmp_path / "runs"), device="cpu", stores_dir=str(stores_root))
+
+
+@pytest.fixture(scope="session")
+def scrubber():
+    """The real scrubber (spaCy pipeline installed by scripts/setup.sh), demo catalogue words."""
+    from client.anonymiser import PiiScrubber
+    from client.anonymiser.vocabulary import product_words
+    from common.data import load_items
+    from common.config import DEMO_DATA_DIR
+
+    items, _ = load_items(DEMO_DATA_DIR / "items.jsonl")
+    return PiiScrubber(product_words=product_words(items.values()))
+
+
+@pytest.fixture(scope="session")
+def stores_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder of simulated client stores for the whole session (prepared once per partition)."""
+    return tmp_path_factory.mktemp("stores")

@@ -8,22 +8,24 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 
 from common import records
 from common.model import build_model, trainable_state
-from common.run_data import RunData
+from common.recommender import Recommender
+from common.run_data import load_catalogue
 from server.checkpoints import RunDirectory
-from server.evaluation import CentralEvaluator
+from server.evaluation import RoundEvaluator, ServerSideMetrics, aggregate_metrics
 from server.strategy import RecommenderFedAvg
 
 
 @pytest.fixture()
 def evaluator(tiny_config):
-    cfg = tiny_config.replace(patience=2, max_eval_users=30)
+    cfg = tiny_config.replace(patience=2, max_eval_users=30, evaluation="server")
     run = RunDirectory.create(cfg, "unit")
-    yield CentralEvaluator(cfg, RunData.load(cfg), run)
+    recommender = Recommender(cfg, load_catalogue(cfg))
+    yield RoundEvaluator(cfg, recommender, ServerSideMetrics(cfg, recommender), run)
     run.close()
 
 
 def test_when_no_gain_for_patience_rounds_then_stop_and_keep_best(evaluator):
-    arrays = ArrayRecord(trainable_state(build_model(evaluator.cfg, num_items=len(evaluator.data.catalogue))))
+    arrays = ArrayRecord(trainable_state(build_model(evaluator.cfg, num_items=len(evaluator.recommender.catalogue))))
     assert evaluator.evaluate(0, arrays) is not None
     assert evaluator.evaluate(1, arrays) is not None and not evaluator.should_stop
     evaluator.evaluate(2, arrays)
@@ -35,7 +37,7 @@ def test_when_no_gain_for_patience_rounds_then_stop_and_keep_best(evaluator):
 
 
 def test_when_validation_improves_then_best_checkpoint_moves(evaluator):
-    arrays = ArrayRecord(trainable_state(build_model(evaluator.cfg, num_items=len(evaluator.data.catalogue))))
+    arrays = ArrayRecord(trainable_state(build_model(evaluator.cfg, num_items=len(evaluator.recommender.catalogue))))
     evaluator.evaluate(0, arrays)
     evaluator.best_score = -1.0  # any real score now counts as a gain
     evaluator.evaluate(1, arrays)
@@ -74,3 +76,21 @@ def test_when_replies_aggregated_then_round_is_recorded(task_identity):
     assert row["clients"] == 2 and row["examples-seen"] == 40
     assert row["train-loss"] == pytest.approx(3.0)
     assert row["upload-bytes-per-client"] >= 16
+
+
+def test_when_clients_report_means_then_server_weights_them_by_users(task_identity):
+    replies = []
+    for users, ndcg in ((10, 0.2), (30, 0.6), (0, 0.0)):
+        metrics = {records.NUM_EXAMPLES: users, records.EVAL_USERS: users, records.EVAL_SECONDS: 1.0}
+        if users:
+            metrics["ndcg@10"] = ndcg
+        replies.append(Message(content=RecordDict({records.METRICS: MetricRecord(metrics)}),
+                               dst_node_id=1, message_type="evaluate"))
+    out = aggregate_metrics(replies, expected=4)
+    assert out["ndcg@10"] == pytest.approx(0.5)
+    assert out["num-users"] == 40 and out["clients"] == 3 and out["clients-failed"] == 1
+
+
+def test_when_no_client_can_evaluate_then_clear_error(task_identity):
+    with pytest.raises(RuntimeError, match="no client could evaluate"):
+        aggregate_metrics([], expected=2)

@@ -1,11 +1,23 @@
-"""One short real federation: 3 simulated clients, 2 rounds, tiny BERT, demo data."""
+"""One short real federation: 3 simulated clients, 2 rounds, tiny BERT, demo data.
+
+Every message a client sends to the server is recorded on the server's side of the grid and
+inspected: only the agreed adapter tensors and numeric metrics, nothing from the data.
+"""
 
 import csv
 import json
+import re
 
+import numpy as np
 import pytest
 import torch
 
+import server.server_app
+from client.simulated_devices import device_files
+from client.store import LocalStore
+from client.encryption import Secret
+from client.egress import EVALUATE_METRICS, TRAIN_METRICS
+from common import records
 from common.config import RunConfig
 from common.model import build_model, load_checkpoint, trainable_state
 from common.run_data import RunData
@@ -14,16 +26,42 @@ from server.simulation import simulate
 N_ITEMS = len(RunData.load(RunConfig()).catalogue)  # the demo catalogue the run uses
 
 
+class RecordingGrid:
+    """The server's Grid, keeping a copy of every reply that reaches the server."""
+
+    def __init__(self, grid) -> None:
+        self.grid, self.replies = grid, []
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+        self.replies.extend(replies)
+        return replies
+
+    def __getattr__(self, name):
+        return getattr(self.grid, name)
+
+
 @pytest.fixture(scope="module")
-def finished_run(tiny_bert, tmp_path_factory):
+def finished_run(tiny_bert, tmp_path_factory, stores_root):
     cfg = RunConfig(model_path=str(tiny_bert), embed_dim=16, max_profile_tokens=48, max_item_tokens=16,
                     num_clients=3, num_rounds=2, local_epochs=2, learning_rate=5e-3, patience=0,
-                    run_dir=str(tmp_path_factory.mktemp("runs")), device="cpu")
-    return cfg, simulate(cfg, run_name="e2e", cpus_per_client=1)
+                    run_dir=str(tmp_path_factory.mktemp("runs")), device="cpu",
+                    stores_dir=str(stores_root))
+    grids = []
+    real = server.server_app.run_federation
+
+    def recording(grid, cfg, **kwargs):
+        grids.append(RecordingGrid(grid))
+        return real(grids[-1], cfg, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(server.server_app, "run_federation", recording)
+        path = simulate(cfg, run_name="e2e", cpus_per_client=1, progress=False)
+    return cfg, path, grids[0].replies
 
 
 def test_when_run_finishes_then_run_directory_is_complete(finished_run):
-    cfg, path = finished_run
+    cfg, path, _ = finished_run
     for name in ("config.json", "metrics.json", "metrics.csv", "summary.json", "run.log"):
         assert (path / name).is_file(), name
     for which in ("best", "last"):
@@ -38,14 +76,14 @@ def test_when_run_finishes_then_run_directory_is_complete(finished_run):
 
 
 def test_when_rounds_trained_then_every_client_took_part_and_loss_fell(finished_run):
-    _, path = finished_run
+    _, path, _ = finished_run
     trained = [r for r in json.loads((path / "metrics.json").read_text()) if "clients" in r]
     assert [r["clients"] for r in trained] == [3, 3]
     assert trained[1]["train-loss"] < trained[0]["train-loss"]
 
 
 def test_when_run_finishes_then_adapter_differs_from_initial(finished_run):
-    cfg, path = finished_run
+    cfg, path, _ = finished_run
     initial = trainable_state(build_model(cfg, num_items=N_ITEMS))
     final = trainable_state(load_checkpoint(path / "checkpoints" / "last", cfg, num_items=N_ITEMS))
     assert set(initial) == set(final)
@@ -55,7 +93,7 @@ def test_when_run_finishes_then_adapter_differs_from_initial(finished_run):
 
 
 def test_when_clients_upload_then_bytes_match_adapter_size(finished_run):
-    cfg, path = finished_run
+    cfg, path, _ = finished_run
     trained = [r for r in json.loads((path / "metrics.json").read_text()) if "clients" in r]
     state = trainable_state(build_model(cfg, num_items=N_ITEMS))
     adapter_bytes = sum(t.numel() * 4 for t in state.values())
@@ -66,8 +104,52 @@ def test_when_clients_upload_then_bytes_match_adapter_size(finished_run):
 
 
 def test_when_run_name_exists_then_refused_without_touching_it(finished_run):
-    cfg, path = finished_run
+    cfg, path, _ = finished_run
     before = (path / "summary.json").read_text()
     with pytest.raises(FileExistsError, match="already exists"):
         simulate(cfg, run_name="e2e")
     assert (path / "summary.json").read_text() == before
+
+
+def _data_strings(cfg) -> set[str]:
+    """Strings a leak would carry: raw user ids and names, pseudonyms, words of review texts."""
+    data = RunData.load(cfg)
+    strings = {r.user_id for r in data.data.reviews} | {r.reviewer_name for r in data.data.reviews if r.reviewer_name}
+    strings |= {w for r in data.data.reviews[:300] for w in re.findall(r"[A-Za-z]{9,}", r.text)}
+    for partition in range(cfg.num_clients):
+        store, key = device_files(cfg, partition)
+        strings |= {r.user_id for r in LocalStore.open(store, Secret.from_key_file(key)).reviews}
+    return strings
+
+
+def test_every_client_message_holds_only_agreed_tensors_and_numbers(finished_run):
+    cfg, _, replies = finished_run
+    agreed = {k: tuple(v.shape) for k, v in trainable_state(build_model(cfg, num_items=N_ITEMS)).items()}
+    kinds = {r.metadata.message_type for r in replies}
+    assert kinds == {"train", "evaluate"} and len(replies) == 3 * 2 + 3 * 4  # 2 train rounds; 4 evaluations
+    leaks = _data_strings(cfg)
+    for reply in replies:
+        assert not reply.has_error(), reply.error
+        content = reply.content
+        assert not content.config_records  # no strings travel at all
+        if reply.metadata.message_type == "train":
+            assert set(content.keys()) == {records.ARRAYS, records.METRICS}
+            arrays = content[records.ARRAYS]
+            assert {k: tuple(v.shape) for k, v in arrays.items()} == agreed  # no per-user tensors
+            assert all(str(v.dtype) == "float32" for v in arrays.values())
+            assert set(content[records.METRICS]) <= TRAIN_METRICS
+        else:
+            assert set(content.keys()) == {records.METRICS}
+            assert set(content[records.METRICS]) <= EVALUATE_METRICS | {"hr@10", "ndcg@10"}
+        for value in content[records.METRICS].values():
+            assert isinstance(value, (int, float)) and np.isfinite(value)
+        blob = b"".join(a.data for a in content.array_records[records.ARRAYS].values()) if records.ARRAYS in content else b""
+        names = " ".join(list(content.keys()) + [k for rec in content.values() for k in rec.keys()])
+        for value in leaks:
+            assert value not in names and value.encode() not in blob
+
+
+def test_when_run_finishes_then_clients_evaluated_not_the_server(finished_run):
+    _, path, _ = finished_run
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["evaluation"] == "federated" and summary["test"]["clients"] == 3

