@@ -36,7 +36,10 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         cfg = config or RunConfig.from_mapping(context.run_config)
-        return Message(content=train_locally(msg, open_local_data(cfg, context), cfg), reply_to=msg)
+        # A stable per-client seed: the partition in simulation, the node id in deployment.
+        client_seed = int(context.node_config.get(records.PARTITION_ID, context.node_id))
+        return Message(content=train_locally(msg, open_local_data(cfg, context), cfg,
+                                             client_seed=client_seed), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
@@ -69,14 +72,14 @@ def _secret(key_file: str, passphrase_file: str, passphrase_env: str) -> Secret:
                           passphrase_env=passphrase_env or None)
 
 
-def train_locally(msg: Message, data: ClientData, cfg: RunConfig) -> RecordDict:
+def train_locally(msg: Message, data: ClientData, cfg: RunConfig, *, client_seed: int = 0) -> RecordDict:
     """Load the global adapter, train it on this client's users, return only adapter tensors."""
     started = time.perf_counter()
     server_round = int(msg.content[records.CONFIG].get(records.SERVER_ROUND, 0))
     recommender = Recommender(cfg, data.catalogue)
     recommender.load_state(msg.content[records.ARRAYS].to_torch_state_dict())
 
-    rng = random.Random(f"{cfg.seed}-{msg.metadata.dst_node_id}-{server_round}")
+    rng = random.Random(f"{cfg.seed}-{client_seed}-{server_round}")
     torch.manual_seed(rng.randrange(2**31))
     result = recommender.train(data.users, data.split, rng=rng)
     log.info("round %d: %d users, %d steps, loss %.4f -> %.4f", server_round, result.num_examples,

@@ -25,6 +25,7 @@ _NOT_NAMES = STOP_WORDS | BRANDS | GEAR_NOUNS | frozenset(
     "amazon ebay walmart sweetwater reverb target costco thanks email mail ps visa mastercard amex "
     "discover diners jcb paypal venmo ugh wow oops yikes meh version firmware".split())
 _SIGNATURE_BEFORE = frozenset("- -- — ~ ! . ,".split())
+_DASHES = frozenset("- -- — ~".split())
 
 
 _DAYS = frozenset("monday tuesday wednesday thursday friday saturday sunday january february march "
@@ -67,7 +68,8 @@ class ContextNameRecognizer(EntityRecognizer):
             elif token.pos_ == "PROPN" and nxt is not None and nxt.text in ("'s", "’s"):
                 start = i
             elif (prev is not None and prev.text in _SIGNATURE_BEFORE and prev.whitespace_ and token.is_alpha
-                  and all(not t.is_alpha for t in doc[i + 1:])):
+                  and all(not t.is_alpha for t in doc[i + 1:])
+                  and (prev.text in _DASHES or (token.text[:1].isupper() and token.pos_ == "PROPN"))):
                 start = i  # a one-word signature at the very end: "... - nate", "! Gwen"
             if start is None and self.product_words and self._unknown_proper_noun(token):
                 start = i
@@ -83,10 +85,14 @@ class ContextNameRecognizer(EntityRecognizer):
 
     def _unknown_proper_noun(self, token) -> bool:
         low = token.lower_
+        # Not at a sentence start: there any capitalised word ("Refund", "Seller") looks proper.
         return (token.pos_ == "PROPN" and token.text[:1].isupper() and not token.text.isupper()
+                and not token.is_sent_start
                 and len(low) >= 3 and low not in self.product_words and low not in self.place_names
                 and low not in _DAYS)
 
 
 def _name_like(token) -> bool:
-    return token.is_alpha and len(token.text) >= 2 and token.lower_ not in _NOT_NAMES
+    low = token.lower_
+    return (token.is_alpha and len(token.text) >= 2 and low not in _NOT_NAMES
+            and not (low.endswith("s") and low[:-1] in _NOT_NAMES))  # "Elixirs"

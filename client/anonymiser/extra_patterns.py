@@ -1,5 +1,6 @@
-"""Patterns Presidio's own recognisers miss: SSNs named as such, 2-series Mastercards,
-international phone numbers, bare ``www.`` links, and addresses in other languages' order."""
+"""Patterns Presidio's own recognisers miss: SSNs and phone numbers named as such, 2-series and
+dotted card numbers, international phone numbers, any scheme:// or bare ``www.`` link, @handles,
+"Town, ST" places, and addresses in other languages' order."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import re
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
-from client.anonymiser.entities import CREDIT_CARD, PHONE_NUMBER, STREET_ADDRESS, URL, US_SSN
+from client.anonymiser.entities import (CREDIT_CARD, LOCATION, PERSON, PHONE_NUMBER, STREET_ADDRESS,
+                                       URL, US_SSN)
+
+_STATES = ("AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|"
+           "NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC")
 
 # (entity, pattern, group holding the value)
 _PATTERNS = (
@@ -22,6 +27,16 @@ _PATTERNS = (
     # "+44 7700 900872": a plus, a country code and 8+ more digits (numbers the phone
     # library calls unassigned still identify someone)
     (PHONE_NUMBER, re.compile(r"(?<![\w+])(\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){2,5})(?!\d)"), 1),
+    # "5451.6750.1992.0455": four groups of four with dots (Luhn-checked below)
+    (CREDIT_CARD, re.compile(r"\b(\d{4}\.\d{4}\.\d{4}\.\d{4})\b"), 1),
+    # "my phone # (555-0193)": a local seven-digit number named as a phone
+    (PHONE_NUMBER, re.compile(r"(?i)\b(?:phone|tel|call|cell|mobile|text|fax)\b\D{0,30}?\b(\d{3}[-.]\d{4})\b"), 1),
+    # any scheme://host/path, whatever the host (IP address, private or new top-level domain)
+    (URL, re.compile(r"(?i)\b((?:https?|ftp)://[^\s()<>\"']+[^\s()<>\"'.,;:!?])"), 1),
+    # "@riffraff_raquel": a social-media handle (not the middle of an e-mail address)
+    (PERSON, re.compile(r"(?<![\w.@])(@[A-Za-z0-9_](?:[A-Za-z0-9_.]{1,28}[A-Za-z0-9_]))"), 1),
+    # "Clearwater, FL": a town and a US state code
+    (LOCATION, re.compile(rf"\b([A-Z][a-z]+(?: (?:[A-Z][a-z]+|or|of|on|de|la)){{0,3}}, (?:{_STATES}))\b"), 1),
     # www.shop.example/path, any top-level domain
     (URL, re.compile(r"(?i)\b(www\.[a-z0-9-]+(?:\.[a-z0-9-]+)+(?:/[^\s()<>\"']*[^\s()<>\"'.,;:!?])?)"), 1),
     # "16 Rue des Lilas", "12 Calle del Sol", "Hauptstraße 5"
@@ -42,7 +57,8 @@ class ExtraPatternsRecognizer(EntityRecognizer):
     """Regular-expression spans for the cases in the module docstring."""
 
     def __init__(self) -> None:
-        super().__init__(supported_entities=[US_SSN, CREDIT_CARD, PHONE_NUMBER, URL, STREET_ADDRESS],
+        super().__init__(supported_entities=[US_SSN, CREDIT_CARD, PHONE_NUMBER, URL, STREET_ADDRESS,
+                                             PERSON, LOCATION],
                          name="privrec-extra-patterns", supported_language="en")
 
     def load(self) -> None:  # noqa: D102
@@ -59,7 +75,7 @@ class ExtraPatternsRecognizer(EntityRecognizer):
                 value = match.group(group).rstrip()
                 if entity == CREDIT_CARD and not _luhn(value):
                     continue
-                if entity == PHONE_NUMBER and sum(c.isdigit() for c in value) < 9:
+                if entity == PHONE_NUMBER and value[:1] == "+" and sum(c.isdigit() for c in value) < 9:
                     continue
                 start = match.start(group)
                 results.append(RecognizerResult(entity, start, start + len(value), 0.6))

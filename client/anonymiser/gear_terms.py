@@ -26,6 +26,10 @@ kala lanikai cordoba alvarez guild breedlove eastman loar godin simon patrick ar
 cort jay turser rogue savarez augustine hannabach la bella rotosound ghs dean markley curt mangan
 pyramid thomastik infeld pirastro kaplan evans remo aquarian promark regal tip meinl paiste pearl
 tama dw sonor mapex gretsch premier gibraltar pdp sm57 sm58 beta tu-3 dd-7 ds-1 rc-3 tuner
+mel bay alfred hal leonard suzuki peterson strobostomp hiscox jensen celestion creamback rockerverb
+crush jcm jcm800 plexi twin reverb deluxe princeton bassman blues junior hot rod elixirs nanoweb
+polyweb optiweb slinky cobalt paradigm kyser capo shubb g7th paige thalia d'andrea clayton wegen
+bluechip v-picks chicken picker jim fender's gibson's martin's taylor's yamaha's
 """.split())
 
 # Brands that are also everyday names: kept only when a gear word or model number follows.
@@ -44,8 +48,11 @@ _PREV = re.compile(r"([A-Za-z][A-Za-z'.-]*)\s+$")
 
 
 def _norm(word: str) -> str:
-    word = word.lower().rstrip(".")
-    return word[:-2] if word.endswith("'s") else word
+    word = word.lower().rstrip(".'’")
+    for suffix in ("'s", "’s"):
+        if word.endswith(suffix):
+            word = word[:-2]
+    return word
 
 
 def is_gear_phrase(span: str, following: str = "", preceding: str = "", text: str = "") -> bool:

@@ -24,6 +24,8 @@ drum drums keys piano pianist singer vocalist band rock metal jazz blues country
 man woman dad mom mother father papa mama grandpa grandma son daughter uncle aunt mr mrs ms miss dr
 sir the of and a an in on at by jr sr ii iii iv teacher student pro studio audio sound gear review
 reviewer buyer shopper user mister lady gentleman old young big little happy satisfied
+tambourine keys synth uke ukulele banjo violin viola cello fiddle sax saxy harp flute trumpet horn
+mandolin accordion harmonica strings string picker strummer bluegrass jazzy funky on off insta
 """.split())
 
 _SPLIT = re.compile(r"[\s\"'“”‘’()\[\],;:/|+&_.-]+")

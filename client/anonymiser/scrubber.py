@@ -51,8 +51,8 @@ PATTERN_ONLY = "none"
 _VERSION_BEFORE = re.compile(r"\b(?:firmware|version|ver\.?|fw|update|v|build|release)\b[^.!?;]*$",
                              re.IGNORECASE)
 # "part number 099-0112-532", "SKU 0-8876-00331-2": catalogue numbers, not phone numbers.
-_PART_NUMBER_BEFORE = re.compile(r"\b(?:part|sku|model|order|serial|upc|ean|isbn|item|catalog|"
-                                 r"catalogue|p/n|no\.)\b[^.!?;]*$", re.IGNORECASE)
+_PART_NUMBER_BEFORE = re.compile(r"\b(?:part|sku|model|order\s*(?:#|no\b|number)|serial|upc|ean|isbn|"
+                                 r"item|catalog|catalogue|p/n)\b[^.!?;()]*$", re.IGNORECASE)
 _MONTHS = frozenset("january february march april may june july august september october november "
                     "december".split())
 
@@ -68,7 +68,8 @@ _NER_CONFIG = NerModelConfiguration(
 
 # Sentence-initial words a small NER model sometimes calls a person ("Email me at ...").
 _NOT_A_NAME = frozenset("email e-mail mail call text phone thanks thank hi hello hey dear ps "
-                        "cheers regards update".split())
+                        "cheers regards update ssn iban visa mastercard amex maestro unionpay diners "
+                        "discover jcb paypal".split())
 
 
 class AnonymiserError(RuntimeError):
@@ -133,7 +134,8 @@ class PiiScrubber:
                 nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
         """Spans of personal data in ``text`` (after PrivRec's false-positive filters)."""
         own = own_name_recognizer(own_names)
-        results = self.analyzer.analyze(text, language="en", entities=self.entities,
+        entities = self.entities if own else [e for e in self.entities if e != E.OWN_NAME]
+        results = self.analyzer.analyze(text, language="en", entities=entities,
                                         score_threshold=self.score_threshold,
                                         ad_hoc_recognizers=[own] if own else None,
                                         nlp_artifacts=nlp_artifacts)
@@ -184,6 +186,10 @@ def _filter(results: list[RecognizerResult], text: str) -> list[RecognizerResult
     """Drop known false positives: gear brands and models as names or places, version numbers
     as IP addresses, part and order numbers as phone numbers, months and units as places."""
     kept = [r for r in results if _keep(r, text)]
+    # A name or place inside an address, e-mail or URL span is part of that span.
+    containers = [r for r in kept if r.entity_type in (E.STREET_ADDRESS, E.EMAIL_ADDRESS, E.URL)]
+    kept = [r for r in kept if r.entity_type not in (E.PERSON, E.LOCATION)
+            or not any(c.start <= r.start and r.end <= c.end for c in containers)]
     # "Version 4.0.12.7 ... then 4.0.12.8": a dotted number like a version already dropped.
     versions = {_octets(text[r.start:r.end]) for r in results
                 if r.entity_type == E.IP_ADDRESS and r not in kept}

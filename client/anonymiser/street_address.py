@@ -8,7 +8,8 @@ from client.anonymiser.entities import STREET_ADDRESS
 
 _SUFFIXES = ("Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|"
              "Terrace|Terr?|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Square|Sq|Trail|Trl|Pike|Alley|"
-             "Crescent|Close|Row|Plaza|Loop|Run")
+             "Crescent|Close|Row|Plaza|Loop|Run|Trace|Mews|Walk|Gardens|Grove|Ridge|Point|Pass|Path|"
+             "Hollow|Landing|Commons|Green|Heights|View|Vista|Knoll|Bend|Cove")
 # house number, optional direction, one to four name words (or an ordinal), a street type,
 # then optionally a unit ("Apt 4", "Suite 200", "#12").
 _ADDRESS = (
@@ -16,7 +17,7 @@ _ADDRESS = (
     r"(?:(?:[NSEW]\.?|North|South|East|West)\s+)?"
     r"(?:(?:\d{1,3}(?:st|nd|rd|th)|[A-Z][A-Za-z'.-]*)\s+){1,4}"
     rf"(?:{_SUFFIXES})\b\.?"
-    r"(?:,?\s*(?:Apt|Apartment|Suite|Ste|Unit|Building|Bldg|Floor|Fl|Room|Rm|#)\.?\s*#?[A-Za-z0-9-]+)?"
+    r"(?:,?\s*(?:Apartment|Building|Suite|Floor|Flat|Unit|Room|Bldg|Apt|Ste|Fl|Rm|#)\.?\s*#?[A-Za-z0-9-]+)?"
 )
 
 
