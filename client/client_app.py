@@ -12,18 +12,22 @@ import math
 import random
 import time
 
+from pathlib import Path
+
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.dp_training import sample_rate, train_private
 from client.egress import egress_guard
 from client.encryption import Secret
 from client.local_data import ClientData
+from client.privacy_ledger import BudgetExhausted, PrivacyLedger
 from client.secrets import resolve_secret
 from client.simulated_devices import device_files, prepare_simulated_devices
 from common import records
 from common.config import RunConfig
-from common.recommender import Recommender
+from common.recommender import Recommender, planned_steps
 from common.run_data import load_catalogue
 
 log = logging.getLogger(__name__)
@@ -38,8 +42,14 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
         cfg = config or RunConfig.from_mapping(context.run_config)
         # A stable per-client seed: the partition in simulation, the node id in deployment.
         client_seed = int(context.node_config.get(records.PARTITION_ID, context.node_id))
-        return Message(content=train_locally(msg, open_local_data(cfg, context), cfg,
-                                             client_seed=client_seed), reply_to=msg)
+        store, secret = locate_store(cfg, context)
+        try:
+            content = train_locally(msg, open_local_data(cfg, context), cfg, client_seed=client_seed,
+                                    ledger=(ledger_path(store), secret))
+        except BudgetExhausted as err:
+            log.warning("%s", err)
+            return Message(error=Error(code=records.BUDGET_EXHAUSTED, reason=str(err)), reply_to=msg)
+        return Message(content=content, reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
@@ -50,19 +60,29 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
     return app
 
 
-def open_local_data(cfg: RunConfig, context: Context) -> ClientData:
-    """This node's store: from its node config (deployment) or its simulated device."""
+def locate_store(cfg: RunConfig, context: Context) -> tuple[Path, Secret]:
+    """This node's store and its secret: from its node config (deployment) or its simulated device."""
     node = context.node_config
-    catalogue = load_catalogue(cfg)
     if records.STORE in node:
         secret = _secret(str(node.get(records.KEY_FILE, "")), str(node.get(records.PASSPHRASE_FILE, "")),
                          str(node.get(records.PASSPHRASE_ENV, "")))
-        return ClientData.load(str(node[records.STORE]), secret, catalogue)
+        return Path(str(node[records.STORE])), secret
     partition = int(node[records.PARTITION_ID])
     store, key_file = device_files(cfg, partition)
     if not store.is_file():
         prepare_simulated_devices(cfg, [partition], progress=False)
-    return ClientData.load(store, _secret(str(key_file), "", ""), catalogue)
+    return store, _secret(str(key_file), "", "")
+
+
+def ledger_path(store: Path) -> Path:
+    """The privacy ledger kept beside a store."""
+    return store.with_name(store.name + ".ledger")
+
+
+def open_local_data(cfg: RunConfig, context: Context) -> ClientData:
+    """This node's decrypted store (cached), split, and the public catalogue."""
+    store, secret = locate_store(cfg, context)
+    return ClientData.load(store, secret, load_catalogue(cfg))
 
 
 @functools.lru_cache(maxsize=8)
@@ -72,8 +92,14 @@ def _secret(key_file: str, passphrase_file: str, passphrase_env: str) -> Secret:
                           passphrase_env=passphrase_env or None)
 
 
-def train_locally(msg: Message, data: ClientData, cfg: RunConfig, *, client_seed: int = 0) -> RecordDict:
-    """Load the global adapter, train it on this client's users, return only adapter tensors."""
+def train_locally(msg: Message, data: ClientData, cfg: RunConfig, *, client_seed: int = 0,
+                  ledger: tuple[Path, Secret] | None = None) -> RecordDict:
+    """Load the global adapter, train it on this client's users, return only adapter tensors.
+
+    With ``dp`` = "local" the training is DP-SGD and every step goes into the ledger (a path and
+    the secret that encrypts it); raises :class:`BudgetExhausted` before training if this round
+    would pass the budget.
+    """
     started = time.perf_counter()
     server_round = int(msg.content[records.CONFIG].get(records.SERVER_ROUND, 0))
     recommender = Recommender(cfg, data.catalogue)
@@ -81,7 +107,13 @@ def train_locally(msg: Message, data: ClientData, cfg: RunConfig, *, client_seed
 
     rng = random.Random(f"{cfg.seed}-{client_seed}-{server_round}")
     torch.manual_seed(rng.randrange(2**31))
-    result = recommender.train(data.users, data.split, rng=rng)
+    dp_metrics: dict[str, float] = {}
+    if cfg.dp == "local":
+        if ledger is None:
+            raise ValueError("`dp` is 'local' but no ledger path was given; this is a bug.")
+        result, dp_metrics = _train_private(recommender, data, cfg, rng, server_round, *ledger)
+    else:
+        result = recommender.train(data.users, data.split, rng=rng)
     log.info("round %d: %d users, %d steps, loss %.4f -> %.4f", server_round, result.num_examples,
              result.steps, result.first_loss, result.last_loss)
     metrics = {
@@ -92,9 +124,31 @@ def train_locally(msg: Message, data: ClientData, cfg: RunConfig, *, client_seed
         records.TRAIN_LOSS_FIRST: result.first_loss,
         records.TRAIN_LOSS_LAST: result.last_loss,
         records.TRAIN_SECONDS: time.perf_counter() - started,
+        **dp_metrics,
     }
     return RecordDict({records.ARRAYS: ArrayRecord(recommender.state()),
                        records.METRICS: MetricRecord(metrics)})
+
+
+def _train_private(recommender: Recommender, data: ClientData, cfg: RunConfig, rng: random.Random,
+                   server_round: int, path: Path, secret: Secret):
+    """DP-SGD for one round, checked against and recorded in the client's ledger."""
+    users = data.users
+    delta = cfg.target_delta or 1.0 / (10 * len(users))
+    ledger = PrivacyLedger.open(path, secret, accountant=cfg.accountant, delta=delta,
+                                target_epsilon=cfg.target_epsilon)
+    q = sample_rate(len(users), cfg.batch_size)
+    steps = planned_steps(len(users), cfg)
+    noise = ledger.calibrate(sample_rate=q, planned_steps=steps * cfg.num_rounds,
+                             noise_multiplier=cfg.noise_multiplier)
+    ledger.check_budget(sample_rate=q, steps=steps)  # raises BudgetExhausted
+    result, history = train_private(recommender, users, data.split, rng=rng, steps=steps,
+                                    noise_multiplier=noise, max_grad_norm=cfg.max_grad_norm,
+                                    accountant=cfg.accountant)
+    spent = ledger.record(history, secret=secret, server_round=server_round)
+    log.info("round %d: epsilon spent %.3f of %g (delta %.1e)", server_round, spent,
+             cfg.target_epsilon, delta)
+    return result, {records.EPSILON: spent, records.DELTA: delta, records.NOISE_MULTIPLIER: noise}
 
 
 def evaluate_locally(msg: Message, data: ClientData, cfg: RunConfig) -> RecordDict:

@@ -22,9 +22,11 @@ log = logging.getLogger(__name__)
 
 EGRESS_REFUSED = 4101  # error code of a reply the guard stopped (Flower's own codes are < 1000)
 
+
 TRAIN_METRICS = frozenset({records.NUM_EXAMPLES, records.NUM_STEPS, records.EXAMPLES_SEEN,
                            records.TRAIN_LOSS, records.TRAIN_LOSS_FIRST, records.TRAIN_LOSS_LAST,
-                           records.TRAIN_SECONDS})
+                           records.TRAIN_SECONDS, records.EPSILON, records.DELTA,
+                           records.NOISE_MULTIPLIER})
 EVALUATE_METRICS = frozenset({records.NUM_EXAMPLES, records.EVAL_USERS, records.EVAL_SECONDS, "mrr"})
 _RANKING_METRIC = re.compile(r"(?:hr|ndcg)@\d{1,3}")
 ALLOWED_DTYPES = frozenset({"float32", "float16", "bfloat16"})

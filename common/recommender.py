@@ -103,8 +103,13 @@ class Recommender:
         return TrainResult(num_examples=len(users), steps=steps, examples_seen=seen,
                            mean_loss=float(np.mean(losses)), first_loss=losses[0], last_loss=losses[-1])
 
-    def _loss(self, histories: list[list[Review]], rng: random.Random) -> torch.Tensor:
-        """Softmax cross-entropy of each user's target over the whole catalogue."""
+    def _loss(self, histories: list[list[Review]], rng: random.Random, *,
+              per_example: bool = False) -> torch.Tensor:
+        """Softmax cross-entropy of each user's target over the whole catalogue.
+
+        ``per_example`` runs the item tower once per example, as DP-SGD's per-example
+        gradients need (same value, more compute).
+        """
         profiles, targets, masked = [], [], []
         for row, reviews in enumerate(histories):
             profile, target = _example(reviews, self.cfg.training_targets, rng)
@@ -113,7 +118,8 @@ class Recommender:
             # Other items this user reviewed are not negatives.
             masked.extend((row, c) for c in self.catalogue.rows(r.item_id for r in reviews)
                           if c != targets[-1])
-        logits = self.model.scores(self._encode(profiles), self.model.encode_items(self.items.pooled))
+        items = self.model.encode_items(self.items.pooled, per_example=len(profiles) if per_example else 0)
+        logits = self.model.scores(self._encode(profiles), items)
         if masked:
             rows, cols = zip(*masked, strict=True)
             index = (torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device))

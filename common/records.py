@@ -16,6 +16,9 @@ TRAIN_LOSS = "train-loss"
 TRAIN_LOSS_FIRST = "train-loss-first"
 TRAIN_LOSS_LAST = "train-loss-last"
 TRAIN_SECONDS = "train-seconds"
+EPSILON = "epsilon"  # DP: the client's epsilon spent over every round it ever trained
+DELTA = "delta"
+NOISE_MULTIPLIER = "noise-multiplier"
 EVAL_USERS = "eval-users"  # users a client ranked (also its num-examples for evaluate)
 EVAL_SECONDS = "eval-seconds"
 
@@ -26,3 +29,6 @@ STORE = "store"  # path of the node's encrypted local store
 KEY_FILE = "key-file"  # unlocks the store, or:
 PASSPHRASE_FILE = "passphrase-file"
 PASSPHRASE_ENV = "passphrase-env"  # name of an environment variable holding the passphrase
+
+# Error codes of replies that carry no content
+BUDGET_EXHAUSTED = 4102  # the client declined: this round would pass its privacy budget

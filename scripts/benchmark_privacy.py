@@ -123,7 +123,8 @@ def render(results: dict) -> str:
              "the Amazon musical-instruments catalogue.", ""]
     for name, r in results["labelled"].items():
         note = ("used for error analysis while building the scrubber" if name == "eval"
-                else "written after the scrubber was built; never tuned on")
+                else "written after the scrubber was built; its first measurement was recall 0.943, "
+                     "precision 0.847, then it was used for one round of error analysis")
         lines += [f"**Labelled PII set `tests/data/pii/{name}.jsonl`** ({r['sentences']} sentences, "
                   f"{r['negatives']} hard negatives; {note}): overall recall **{r['recall']:.3f}**, "
                   f"precision **{r['precision']:.3f}** (targets 0.97 / 0.90); hard negatives "

@@ -65,7 +65,10 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "") -> RunDire
         # 4. The best round's adapter on the test items.
         test = evaluator.metrics(evaluator.best_arrays(), "test", evaluator.best_round)
         summary = {"best-round": evaluator.best_round, "stopped-early-at": evaluator.stopped_at,
-                   "rounds-trained": sum(1 for r in strategy.history if "clients" in r),
+                   "rounds-trained": sum(1 for r in strategy.history if r.get("clients")),
+                   "clients-declined": sum(int(r.get("declined", 0)) for r in strategy.history),
+                   "dp": cfg.dp, "epsilon-max": max((r["epsilon-max"] for r in strategy.history
+                                                     if "epsilon-max" in r), default=None),
                    "valid-best": evaluator.best_score, "test": test,
                    "evaluation": cfg.evaluation, "wall-seconds": time.perf_counter() - started,
                    "trainable-parameters": sum(v.numel() for v in recommender.state().values())}

@@ -42,19 +42,30 @@ class RecommenderFedAvg(FedAvg):
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Weighted average of the adapter tensors; records upload size and round time."""
         replies = list(replies)
+        declined = [m for m in replies if m.has_error() and m.error.code == records.BUDGET_EXHAUSTED]
+        failed = sum(1 for m in replies if m.has_error()) - len(declined)
+        for m in declined:
+            log.info("round %d: a client declined: %s", server_round, m.error.reason)
         arrays, metrics = super().aggregate_train(server_round, replies)
         if arrays is None:
+            self.history.append({"round": server_round, "clients": 0, "declined": len(declined),
+                                 "failed": failed, "round-seconds": time.perf_counter() - self._round_started})
             return arrays, metrics
         contents = [m.content for m in replies if m.has_content() and records.ARRAYS in m.content]
         uploads = [_nbytes(c[records.ARRAYS]) for c in contents]
-        row = {"round": server_round, "clients": len(uploads),
+        epsilons = [float(c[records.METRICS][records.EPSILON]) for c in contents
+                    if records.EPSILON in c[records.METRICS]]
+        row = {"round": server_round, "clients": len(uploads), "declined": len(declined), "failed": failed,
                "examples-seen": sum(int(c[records.METRICS].get(records.EXAMPLES_SEEN, 0))
                                     for c in contents),
                "upload-bytes-per-client": sum(uploads) / max(len(uploads), 1),
                "round-seconds": time.perf_counter() - self._round_started}
         # Clients' metrics, averaged by FedAvg (examples seen is summed above instead).
         row.update({f"train-{k}" if not k.startswith("train") else k: float(v)
-                    for k, v in (metrics or {}).items() if k != records.EXAMPLES_SEEN})
+                    for k, v in (metrics or {}).items()
+                    if k not in (records.EXAMPLES_SEEN, records.EPSILON, records.DELTA)})
+        if epsilons:  # DP: the most any client has spent so far (each client keeps its own ledger)
+            row["epsilon-max"] = max(epsilons)
         self.history.append(row)
         return arrays, metrics
 

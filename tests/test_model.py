@@ -118,9 +118,9 @@ def test_when_item_embeddings_on_then_they_train_and_travel(tiny_config):
     cfg = tiny_config
     data = RunData.load(cfg)
     recommender = Recommender(cfg, data.catalogue)
-    assert recommender.state()["item_embedding"].shape == (len(data.catalogue), cfg.embed_dim)
+    assert recommender.state()["item_embedding.weight"].shape == (len(data.catalogue), cfg.embed_dim)
     recommender.train(data.split.users()[:32], data.split, rng=random.Random(0), steps=3)
-    assert recommender.state()["item_embedding"].abs().sum() > 0
+    assert recommender.state()["item_embedding.weight"].abs().sum() > 0
     with pytest.raises(ModelError, match="num_items"):
         build_model(cfg)
 
@@ -158,7 +158,7 @@ def test_when_history_embeddings_on_then_profile_items_move_the_user_vector(tiny
     with_history = Recommender(tiny_config.replace(history_embeddings=True), data.catalogue)
     text_only = Recommender(tiny_config, data.catalogue)
     with torch.no_grad():
-        with_history.model.item_embedding.normal_()
+        with_history.model.item_embedding.weight.normal_()
     text_only.load_state(with_history.state())
     profiles = [data.split.train[u] for u in data.split.users()[:3]] + [[]]
     a, b = with_history._encode(profiles), text_only._encode(profiles)

@@ -53,6 +53,8 @@ _VERSION_BEFORE = re.compile(r"\b(?:firmware|version|ver\.?|fw|update|v|build|re
 # "part number 099-0112-532", "SKU 0-8876-00331-2": catalogue numbers, not phone numbers.
 _PART_NUMBER_BEFORE = re.compile(r"\b(?:part|sku|model|order\s*(?:#|no\b|number)|serial|upc|ean|isbn|"
                                  r"item|catalog|catalogue|p/n)\b[^.!?;()]*$", re.IGNORECASE)
+_COMMON_TLDS = frozenset("com org net edu gov io co uk us ca au de fr nl info biz me ly gl tv fm "
+                         "app dev shop store music".split())
 _MONTHS = frozenset("january february march april may june july august september october november "
                     "december".split())
 
@@ -197,6 +199,17 @@ def _filter(results: list[RecognizerResult], text: str) -> list[RecognizerResult
                                     and _octets(text[r.start:r.end]) in versions)]
 
 
+def _plausible_bare_url(span: str, after: str) -> bool:
+    """A link without scheme or "www." must end its word and use a common lower-case top-level
+    domain: "amazon.com/gp/..." and "bit.ly/x" are links, "now.Pro" and "great.It" (a missing
+    space after a full stop, everywhere in real reviews) are not."""
+    if "://" in span or span.lower().startswith("www."):
+        return True
+    host = span.split("/", 1)[0]
+    tld = host.rsplit(".", 1)[-1]
+    return not after.isalpha() and tld in _COMMON_TLDS
+
+
 def _octets(span: str) -> str:
     return ".".join(span.split(".")[:2])
 
@@ -212,6 +225,8 @@ def _keep(result: RecognizerResult, text: str) -> bool:
             return False
         if result.entity_type == E.LOCATION and (word in _MONTHS or (len(word) <= 2 and span not in ("UK", "US"))):
             return False
+    if result.entity_type == E.URL and not _plausible_bare_url(span, text[result.end:result.end + 1]):
+        return False
     if result.entity_type == E.IP_ADDRESS and _VERSION_BEFORE.search(before[-40:]):
         return False
     if result.entity_type == E.PHONE_NUMBER and _PART_NUMBER_BEFORE.search(before[-30:]):

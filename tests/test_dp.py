@@ -1,0 +1,125 @@
+"""DP-SGD on the client and its ledger: composition across restarts, real updates, budgets."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from opacus.accountants import PRVAccountant, RDPAccountant
+
+from client.client_app import build_client_app, ledger_path, locate_store, open_local_data
+from client.dp_training import sample_rate, train_private
+from client.encryption import Secret
+from client.privacy_ledger import BudgetExhausted, LedgerError, PrivacyLedger
+from common import records
+from common.model import build_model, trainable_state
+from common.recommender import Recommender
+from common.run_data import load_catalogue
+
+SECRET = Secret.from_key_bytes(bytes(range(32)))
+
+
+@pytest.mark.parametrize("name, accountant", [("rdp", RDPAccountant), ("prv", PRVAccountant)])
+def test_when_rounds_restart_then_epsilon_equals_one_accountant_over_all_steps(tmp_path, name, accountant):
+    path, k, q, sigma = tmp_path / "c.ledger", 25, 0.05, 1.1
+    for server_round in range(1, 4):  # a new process each round: everything comes from disk
+        ledger = PrivacyLedger.open(path, SECRET, accountant=name, delta=1e-5, target_epsilon=100)
+        ledger.record([(sigma, q, k)], secret=SECRET, server_round=server_round)
+    reference = accountant()
+    for _ in range(3 * k):
+        reference.step(noise_multiplier=sigma, sample_rate=q)
+    again = PrivacyLedger.open(path, SECRET, accountant=name, delta=1e-5, target_epsilon=100)
+    assert again.epsilon() == pytest.approx(reference.get_epsilon(delta=1e-5), rel=1e-6)
+    assert [r["round"] for r in again.rounds] == [1, 2, 3]
+    assert again.epsilon() > PrivacyLedger.open(tmp_path / "new.ledger", SECRET, accountant=name,
+                                                delta=1e-5, target_epsilon=100).epsilon() == 0.0
+
+
+def test_when_ledger_saved_then_encrypted_and_a_tampered_one_refused(tmp_path):
+    path = tmp_path / "c.ledger"
+    ledger = PrivacyLedger.open(path, SECRET, accountant="rdp", delta=1e-5, target_epsilon=8)
+    ledger.record([(1.0, 0.1, 10)], secret=SECRET, server_round=1)
+    raw = path.read_bytes()
+    assert b"history" not in raw and b"noise" not in raw
+    path.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))
+    with pytest.raises(LedgerError, match="ledger refused"):
+        PrivacyLedger.open(path, SECRET, accountant="rdp", delta=1e-5, target_epsilon=8)
+    path.write_bytes(raw)
+    with pytest.raises(LedgerError, match="keep `target-delta` unchanged"):
+        PrivacyLedger.open(path, SECRET, accountant="rdp", delta=1e-6, target_epsilon=8)
+
+
+def test_when_round_would_pass_budget_then_declined_before_training(tmp_path):
+    ledger = PrivacyLedger.open(tmp_path / "c.ledger", SECRET, accountant="rdp", delta=1e-5, target_epsilon=5.0)
+    ledger.calibrate(sample_rate=0.1, planned_steps=100, noise_multiplier=1.0)
+    assert ledger.check_budget(sample_rate=0.1, steps=10) < 5.0
+    with pytest.raises(BudgetExhausted, match="past the budget of 5"):
+        ledger.check_budget(sample_rate=0.1, steps=1000)
+
+
+def test_when_calibrated_then_planned_federation_lands_on_target(tmp_path):
+    ledger = PrivacyLedger.open(tmp_path / "c.ledger", SECRET, accountant="rdp", delta=1e-5, target_epsilon=3.0)
+    sigma = ledger.calibrate(sample_rate=0.08, planned_steps=60)
+    assert ledger.epsilon([(sigma, 0.08, 60)]) == pytest.approx(3.0, abs=0.05)
+    assert ledger.calibrate(sample_rate=0.5, planned_steps=1) == sigma  # computed once, then kept
+
+
+def test_when_dp_step_taken_then_adapter_changes_and_loss_falls(tiny_config):
+    cfg = tiny_config.replace(learning_rate=1e-2, batch_size=16)
+    context = Context(run_id=1, node_id=1, node_config={records.PARTITION_ID: 0, records.NUM_PARTITIONS: 3},
+                      state=RecordDict(), run_config={})
+    data = open_local_data(cfg, context)
+    recommender = Recommender(cfg, data.catalogue)
+    before = recommender.state()
+
+    def fixed_loss() -> float:  # the same 64 users' examples, no dropout
+        recommender.model.eval()
+        with torch.no_grad():
+            return float(recommender._loss([data.split.train[u] for u in data.users[:64]], random.Random(1)))
+
+    loss_before = fixed_loss()
+    torch.manual_seed(0)
+    result, history = train_private(recommender, data.users, data.split, rng=random.Random(0), steps=60,
+                                    noise_multiplier=0.3, max_grad_norm=1.0, accountant="rdp")
+    after = recommender.state()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any("lora_B" in k for k in changed) and any("lora_A" in k for k in changed)  # opacus#820
+    assert "item_embedding.weight" in changed and any(k.startswith("item_proj") for k in changed)
+    assert result.steps == 60 and sum(h[2] for h in history) == 60
+    assert history[0][1] == pytest.approx(sample_rate(len(data.users), cfg.batch_size))
+    assert fixed_loss() < loss_before - 0.05  # moderate noise, easy data: the loss falls
+    # The model ranks afterwards without Opacus hooks in the way.
+    assert 0 <= recommender.evaluate(data.eval_users("valid")[:20], data.split)["ndcg@10"] <= 1
+
+
+@pytest.fixture()
+def task_identity(monkeypatch):
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr in ("_task_id", "_run_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, attr, 1)
+
+
+def test_when_client_trains_with_dp_then_epsilon_accumulates_and_budget_is_enforced(tiny_config, task_identity):
+    cfg = tiny_config.replace(dp="local", noise_multiplier=2.0, local_steps=4, target_epsilon=0.42)
+    context = Context(run_id=1, node_id=1, node_config={records.PARTITION_ID: 2, records.NUM_PARTITIONS: 3},
+                      state=RecordDict(), run_config={})
+    store, _ = locate_store(cfg, context)
+    ledger_path(store).unlink(missing_ok=True)
+    app = build_client_app(cfg)
+    initial = trainable_state(build_model(cfg, num_items=len(load_catalogue(cfg))))
+    spent = []
+    for server_round in range(1, 30):
+        msg = Message(content=RecordDict({records.ARRAYS: ArrayRecord(initial),
+                                          records.CONFIG: ConfigRecord({records.SERVER_ROUND: server_round})}),
+                      dst_node_id=1, message_type=MessageType.TRAIN)
+        reply = app(msg, context)
+        if reply.has_error():
+            break
+        spent.append(reply.content[records.METRICS][records.EPSILON])
+    assert reply.has_error() and reply.error.code == records.BUDGET_EXHAUSTED
+    assert "past the budget of 0.42" in reply.error.reason
+    assert len(spent) >= 2 and spent == sorted(spent) and spent[-1] <= 0.42
+    ledger_path(store).unlink()

@@ -1,0 +1,49 @@
+"""A short DP federation: clients spend their budget, decline, and the run still finishes;
+a second run on the same stores starts from what the first one spent."""
+
+import json
+
+import pytest
+
+from client.client_app import ledger_path
+from client.simulated_devices import device_files
+from common.config import RunConfig
+from server.simulation import simulate
+
+
+@pytest.fixture(scope="module")
+def dp_runs(tiny_bert, tmp_path_factory, stores_root):
+    cfg = RunConfig(model_path=str(tiny_bert), embed_dim=16, max_profile_tokens=48, max_item_tokens=16,
+                    num_clients=3, num_rounds=3, local_steps=4, patience=0, device="cpu",
+                    run_dir=str(tmp_path_factory.mktemp("dp-runs")), stores_dir=str(stores_root),
+                    dp="local", noise_multiplier=2.0, target_epsilon=0.42)
+    ledgers = [ledger_path(device_files(cfg, p)[0]) for p in range(cfg.num_clients)]
+    for path in ledgers:
+        path.unlink(missing_ok=True)
+    try:
+        first = simulate(cfg, run_name="dp-1", cpus_per_client=1, progress=False)
+        second = simulate(cfg.replace(num_rounds=1), run_name="dp-2", cpus_per_client=1, progress=False)
+        yield cfg, first, second, [p.is_file() for p in ledgers]
+    finally:
+        for path in ledgers:
+            path.unlink(missing_ok=True)
+
+
+def _rows(path):
+    return [r for r in json.loads((path / "metrics.json").read_text()) if "clients" in r]
+
+
+def test_when_budget_reached_then_clients_decline_and_run_finishes(dp_runs):
+    cfg, first, _, ledgers_written = dp_runs
+    rows = _rows(first)
+    assert [r["clients"] for r in rows] == [3, 3, 0] and rows[-1]["declined"] == 3
+    assert 0 < rows[0]["epsilon-max"] < rows[1]["epsilon-max"] <= cfg.target_epsilon
+    summary = json.loads((first / "summary.json").read_text())
+    assert summary["rounds-trained"] == 2 and summary["clients-declined"] == 3 and "test" in summary
+    assert all(ledgers_written)
+
+
+def test_when_a_new_run_starts_then_the_ledger_remembers(dp_runs):
+    _, _, second, _ = dp_runs
+    rows = _rows(second)
+    assert rows[0]["clients"] == 0 and rows[0]["declined"] == 3  # nothing left to spend
