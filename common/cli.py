@@ -98,9 +98,10 @@ def simulate(
         _fail(err)
     summary = json.loads((path / "summary.json").read_text())
     table = Table(title=f"Test metrics (best round {summary['best-round']})")
-    for key in summary["test"]:
+    shown = {k: v for k, v in summary["test"].items() if k.startswith(("hr@", "ndcg@", "mrr", "num-users"))}
+    for key in shown:
         table.add_column(key)
-    table.add_row(*(f"{v:.4f}" if isinstance(v, float) and v < 1.5 else f"{v:g}" for v in summary["test"].values()))
+    table.add_row(*(f"{v:.4f}" if isinstance(v, float) and v < 1.5 else f"{v:g}" for v in shown.values()))
     Console().print(table)
     Console().print(f"run directory: {path}")
 

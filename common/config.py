@@ -54,7 +54,8 @@ class RunConfig:
     stores_dir: str = _opt("", "Simulation: root folder of the clients' encrypted stores and key files "
                            "(one sub-folder per data/partition fingerprint); empty = <run-dir>/stores.")
     # Differential privacy (DP-SGD on each client; the unit protected is one user)
-    dp: str = _opt("none", "'local': DP-SGD (Opacus) on every client with a persistent ledger; 'none'.")
+    dp: str = _opt("none", "'local': DP-SGD (Opacus) on every client with a persistent, encrypted "
+                   "ledger; the unit protected is one user (all their reviews on that client). 'none'.")
     target_epsilon: float = _opt(8.0, "Each client's total budget over every round it ever trains.")
     target_delta: float = _opt(0.0, "DP delta; 0 = 1 / (10 x the client's number of users).")
     noise_multiplier: float = _opt(0.0, "DP-SGD noise multiplier; 0 = calibrated once from the budget "

@@ -1,0 +1,106 @@
+"""DP-SGD cost on one client: training throughput and peak memory, DP against no DP.
+
+Both modes run side by side in one invocation, each in a fresh subprocess (so peak memory is
+its own), on the same users of the real data, the same model (MiniLM, LoRA on the top layers),
+batch size and number of steps. Prints a table and writes ``benchmarks/dp.json`` and the
+"DP-SGD cost" section of ``benchmarks/results.md``. Examples/s is the median over repeats.
+
+    python scripts/benchmark_dp.py --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data" / "amazon-musical-instruments-2014"
+log = logging.getLogger("benchmark")
+
+
+def one_mode(mode: str, users: int, steps: int, batch: int) -> dict:
+    """Train ``steps`` steps in this process; examples/s after one warm-up step, peak RSS."""
+    import torch
+
+    from client.dp_training import train_private
+    from common.config import RunConfig
+    from common.recommender import Recommender
+    from common.run_data import RunData
+
+    torch.manual_seed(0)
+    cfg = RunConfig(reviews_path=str(DATA / "reviews.jsonl.gz"), items_path=str(DATA / "items.jsonl"),
+                    batch_size=batch, device="cpu")
+    data = RunData.load(cfg)
+    chosen = random.Random(0).sample(data.split.users(), users)
+    recommender = Recommender(cfg, data.catalogue)
+    started = time.perf_counter()
+    if mode == "dp":
+        result, _ = train_private(recommender, chosen, data.split, rng=random.Random(0), steps=steps,
+                                  noise_multiplier=1.0, max_grad_norm=1.0, accountant="rdp")
+    else:
+        result = recommender.train(chosen, data.split, rng=random.Random(0), steps=steps)
+    seconds = time.perf_counter() - started
+    return {"mode": mode, "steps": result.steps, "examples": result.examples_seen, "seconds": seconds,
+            "examples-per-second": result.examples_seen / seconds,
+            "peak-rss-mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def render(results: dict) -> str:
+    """The results.md section."""
+    rows = results["rows"]
+    med = {m: statistics.median(r["examples-per-second"] for r in rows if r["mode"] == m) for m in ("no-dp", "dp")}
+    mem = {m: max(r["peak-rss-mib"] for r in rows if r["mode"] == m) for m in ("no-dp", "dp")}
+    a = results["args"]
+    lines = [f"Command: `python scripts/benchmark_dp.py` (2-core CPU). One client, {a['users']} real users, "
+             f"MiniLM with LoRA on the top 2 layers, batch {a['batch']}, {a['steps']} steps, "
+             f"{a['repeats']} repeats per mode, alternating; DP: noise 1.0, clip 1.0, Poisson sampling "
+             "(DP batches vary in size; examples/s counts the examples actually used).", "",
+             "| mode | examples/s (median) | peak RSS MiB |", "|---|---|---|",
+             f"| no DP | {med['no-dp']:.2f} | {mem['no-dp']:.0f} |",
+             f"| DP-SGD (Opacus hooks) | {med['dp']:.2f} | {mem['dp']:.0f} |", "",
+             f"DP time overhead: **{med['no-dp'] / med['dp']:.2f}x** per example (target <= 1.3x)."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=200, help="users on the benchmark client")
+    parser.add_argument("--steps", type=int, default=15, help="optimiser steps per measurement")
+    parser.add_argument("--batch", type=int, default=8, help="batch size (expected, for DP)")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per mode")
+    parser.add_argument("--one", choices=["dp", "no-dp"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_mode(args.one, args.users, args.steps, args.batch)))
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    rows = []
+    for repeat in range(args.repeats):
+        for mode in ("no-dp", "dp"):
+            out = subprocess.run([sys.executable, __file__, "--one", mode, "--users", str(args.users),
+                                  "--steps", str(args.steps), "--batch", str(args.batch)],
+                                 capture_output=True, text=True, check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            log.info("repeat %d %s: %.2f examples/s, peak %.0f MiB", repeat, mode,
+                     rows[-1]["examples-per-second"], rows[-1]["peak-rss-mib"])
+    results = {"args": vars(args), "rows": rows}
+    out_dir = ROOT / "benchmarks"
+    (out_dir / "dp.json").write_text(json.dumps(results, indent=2))
+    from common.report_md import replace_section
+
+    body = render(results)
+    replace_section(out_dir / "results.md", "DP-SGD cost (issue 4)", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
