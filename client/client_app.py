@@ -126,8 +126,10 @@ def train_locally(msg: Message, data: ClientData, cfg: RunConfig, *, client_seed
         records.TRAIN_SECONDS: time.perf_counter() - started,
         **dp_metrics,
     }
-    return RecordDict({records.ARRAYS: ArrayRecord(recommender.state()),
-                       records.METRICS: MetricRecord(metrics)})
+    state = recommender.state()
+    if cfg.upload_dtype == "float16":  # half the bytes on the wire; the server averages in float32
+        state = {name: tensor.to(torch.float16) for name, tensor in state.items()}
+    return RecordDict({records.ARRAYS: ArrayRecord(state), records.METRICS: MetricRecord(metrics)})
 
 
 def _train_private(recommender: Recommender, data: ClientData, cfg: RunConfig, rng: random.Random,

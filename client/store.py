@@ -107,7 +107,7 @@ class LocalStore:
             meta["warnings"] = tuple(meta.get("warnings", ()))
             metadata = StoreMetadata(**meta)
             reviews = [_review(json.loads(line)) for line in lines[1:] if line]
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
             if isinstance(err, StoreError):
                 raise
             raise StoreError(f"{path}: decrypted but its content is malformed ({err}); "

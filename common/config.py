@@ -25,6 +25,7 @@ DEVICES = ("auto", "cpu", "cuda")
 BAD_RECORD_POLICIES = ("fail", "skip")
 EVALUATIONS = ("federated", "server")
 DP_MODES = ("none", "local")
+UPLOAD_DTYPES = ("float32", "float16")
 ACCOUNTANTS = ("rdp", "prv")
 
 
@@ -76,6 +77,11 @@ class RunConfig:
                                  "(collaborative signal); items new to the model fall back to text.")
     history_embeddings: bool = _opt(False, "Add the mean item vector of a user's profile items to the "
                                     "user vector (needs item-embeddings; computed on the client).")
+    ffa_lora: bool = _opt(False, "FFA-LoRA (Sun et al., ICLR 2024): LoRA A matrices stay frozen at their "
+                          "shared seeded init; only B trains and travels (about half the LoRA upload, "
+                          "and averaging B is exact).")
+    upload_dtype: str = _opt("float32", "Dtype of the tensors clients send: 'float32' or 'float16' "
+                             "(half the bytes; the server averages in float32).")
     max_profile_tokens: int = _opt(128, "Token budget of a user's profile text.")
     max_item_tokens: int = _opt(32, "Token budget of an item's text.")
     profile_style: str = _opt("title-summary", "'title-summary' or 'review-text' profile entries.")
@@ -125,6 +131,7 @@ class RunConfig:
         need(self.profile_style in PROFILE_STYLES, "profile_style", f"should be one of {PROFILE_STYLES}")
         need(self.training_targets in TRAINING_TARGETS, "training_targets",
              f"should be one of {TRAINING_TARGETS}")
+        need(self.upload_dtype in UPLOAD_DTYPES, "upload_dtype", f"should be one of {UPLOAD_DTYPES}")
         need(self.dp in DP_MODES, "dp", f"should be one of {DP_MODES}")
         need(self.accountant in ACCOUNTANTS, "accountant", f"should be one of {ACCOUNTANTS}")
         need(self.target_epsilon > 0, "target_epsilon", "should be positive")

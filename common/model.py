@@ -152,6 +152,10 @@ def build_model(cfg: RunConfig, *, num_items: int = 0, seed: int | None = None) 
     except ValueError as err:
         raise ModelError(f"`lora-targets` {cfg.lora_targets!r} does not fit the model in "
                          f"{cfg.model_dir}: {err}") from err
+    if cfg.ffa_lora:  # FFA-LoRA: A stays at its seeded random init on every party; only B trains
+        for name, param in encoder.named_parameters():
+            if "lora_A" in name:
+                param.requires_grad_(False)
     return TwoTowerRecommender(encoder, embed_dim=cfg.embed_dim, temperature=cfg.temperature,
                                num_items=num_items if cfg.item_embeddings else 0)
 

@@ -1,4 +1,4 @@
-"""DP-SGD cost on one client: training throughput and peak memory, DP against no DP.
+"""DP-SGD cost on one client (throughput and peak memory, DP against no DP), and upload sizes.
 
 Both modes run side by side in one invocation, each in a fresh subprocess (so peak memory is
 its own), on the same users of the real data, the same model (MiniLM, LoRA on the top layers),
@@ -54,6 +54,43 @@ def one_mode(mode: str, users: int, steps: int, batch: int) -> dict:
             "peak-rss-mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def upload_sizes() -> dict:
+    """Bytes a client uploads per round (ArrayRecord payload) for each upload option, real catalogue."""
+    import torch
+    from flwr.app import ArrayRecord
+
+    from common.config import RunConfig
+    from common.model import build_model
+    from common.run_data import load_catalogue
+
+    cfg = RunConfig(reviews_path=str(DATA / "reviews.jsonl.gz"), items_path=str(DATA / "items.jsonl"))
+    num_items = len(load_catalogue(cfg))
+    out = {}
+    for name, changes, dtype in (("fp32", {}, torch.float32), ("fp16", {}, torch.float16),
+                                 ("FFA-LoRA fp32", {"ffa_lora": True}, torch.float32),
+                                 ("FFA-LoRA fp16", {"ffa_lora": True}, torch.float16)):
+        model = build_model(cfg.replace(**changes), num_items=num_items)
+        state = {k: p.detach().to(dtype) for k, p in model.named_parameters() if p.requires_grad}
+        out[name] = sum(len(a.data) for a in ArrayRecord(state).values())
+        out["lora-bytes " + name] = sum(len(a.data) for k, a in ArrayRecord(state).items() if "lora_" in k)
+    out["full model fp32"] = sum(p.numel() * 4 for p in build_model(cfg, num_items=num_items).parameters())
+    return out
+
+
+def render_uploads(sizes: dict) -> str:
+    """The upload-size section."""
+    full = sizes["full model fp32"]
+    lines = ["Command: `python scripts/benchmark_dp.py --uploads-only`. Bytes of the ArrayRecord a client "
+             "sends each round on the real catalogue (900 items), MiniLM, LoRA r=8 on query/value of the "
+             "top 2 layers, projections and item vectors. NDCG@10 for each option is not measured yet.", "",
+             "| upload | bytes per client per round | of which LoRA | vs full model |", "|---|---|---|---|"]
+    for name in ("fp32", "fp16", "FFA-LoRA fp32", "FFA-LoRA fp16"):
+        lines.append(f"| {name} | {sizes[name]:,} | {sizes['lora-bytes ' + name]:,} | "
+                     f"{sizes[name] / full:.2%} |")
+    lines.append(f"| full model (fp32) | {full:,} | | 100% |")
+    return "\n".join(lines)
+
+
 def render(results: dict) -> str:
     """The results.md section."""
     rows = results["rows"]
@@ -77,10 +114,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=15, help="optimiser steps per measurement")
     parser.add_argument("--batch", type=int, default=8, help="batch size (expected, for DP)")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per mode")
+    parser.add_argument("--uploads-only", action="store_true", help="only measure upload sizes")
     parser.add_argument("--one", choices=["dp", "no-dp"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one_mode(args.one, args.users, args.steps, args.batch)))
+        return
+    from common.report_md import replace_section
+
+    out_dir = ROOT / "benchmarks"
+    sizes = upload_sizes()
+    (out_dir / "uploads.json").write_text(json.dumps(sizes, indent=2))
+    replace_section(out_dir / "results.md", "Upload size per client per round (issue 4)", render_uploads(sizes))
+    print(render_uploads(sizes))
+    if args.uploads_only:
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     rows = []
@@ -93,10 +140,7 @@ def main() -> None:
             log.info("repeat %d %s: %.2f examples/s, peak %.0f MiB", repeat, mode,
                      rows[-1]["examples-per-second"], rows[-1]["peak-rss-mib"])
     results = {"args": vars(args), "rows": rows}
-    out_dir = ROOT / "benchmarks"
     (out_dir / "dp.json").write_text(json.dumps(results, indent=2))
-    from common.report_md import replace_section
-
     body = render(results)
     replace_section(out_dir / "results.md", "DP-SGD cost (issue 4)", body)
     print(body)

@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Callable, Iterable
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
@@ -46,13 +47,17 @@ class RecommenderFedAvg(FedAvg):
         failed = sum(1 for m in replies if m.has_error()) - len(declined)
         for m in declined:
             log.info("round %d: a client declined: %s", server_round, m.error.reason)
+        uploads = [_nbytes(m.content[records.ARRAYS]) for m in replies
+                   if m.has_content() and records.ARRAYS in m.content]  # as sent (fp16 or fp32)
+        for m in replies:  # average in float32 whatever dtype travelled
+            if m.has_content() and records.ARRAYS in m.content:
+                m.content[records.ARRAYS] = _float32(m.content[records.ARRAYS])
         arrays, metrics = super().aggregate_train(server_round, replies)
         if arrays is None:
             self.history.append({"round": server_round, "clients": 0, "declined": len(declined),
                                  "failed": failed, "round-seconds": time.perf_counter() - self._round_started})
             return arrays, metrics
         contents = [m.content for m in replies if m.has_content() and records.ARRAYS in m.content]
-        uploads = [_nbytes(c[records.ARRAYS]) for c in contents]
         epsilons = [float(c[records.METRICS][records.EPSILON]) for c in contents
                     if records.EPSILON in c[records.METRICS]]
         row = {"round": server_round, "clients": len(uploads), "declined": len(declined), "failed": failed,
@@ -68,6 +73,12 @@ class RecommenderFedAvg(FedAvg):
             row["epsilon-max"] = max(epsilons)
         self.history.append(row)
         return arrays, metrics
+
+
+def _float32(record: ArrayRecord) -> ArrayRecord:
+    if all(str(a.dtype) == "float32" for a in record.values()):
+        return record
+    return ArrayRecord({k: torch.from_numpy(a.numpy()).float() for k, a in record.items()})
 
 
 def _nbytes(record: ArrayRecord) -> int:

@@ -127,3 +127,15 @@ def test_when_evaluate_reply_carries_tensors_then_refused(tiny_config, task_iden
                                     records.METRICS: MetricRecord({records.NUM_EXAMPLES: 1})}))
     with pytest.raises(EgressError, match="not allowed"):
         check_reply(msg, reply)
+
+
+def test_when_upload_dtype_float16_then_half_the_bytes_leave(tiny_config, task_identity):
+    cfg = tiny_config.replace(local_steps=1, upload_dtype="float16")
+    msg, initial = _message(cfg, MessageType.TRAIN)
+    reply = build_client_app(cfg)(msg, _context())
+    assert not reply.has_error(), reply.error
+    arrays = reply.content[records.ARRAYS]
+    assert {str(a.dtype) for a in arrays.values()} == {"float16"}
+    sent = sum(len(a.data) for a in arrays.values())
+    full = sum(len(a.data) for a in ArrayRecord(initial).values())
+    assert sent < 0.55 * full

@@ -172,3 +172,22 @@ def test_when_history_embeddings_without_item_embeddings_then_config_error(tiny_
 
     with pytest.raises(ConfigError, match="history-embeddings"):
         tiny_config.replace(item_embeddings=False, history_embeddings=True)
+
+
+def test_when_ffa_lora_then_only_b_trains_and_travels(tiny_config):
+    cfg = tiny_config.replace(ffa_lora=True, local_steps=2)
+    data = RunData.load(cfg)
+    recommender = Recommender(cfg, data.catalogue)
+    a_before = {n: p.detach().clone() for n, p in recommender.model.named_parameters() if "lora_A" in n}
+    state = recommender.state()
+    assert a_before and not any("lora_A" in k for k in state) and any("lora_B" in k for k in state)
+    full = Recommender(cfg.replace(ffa_lora=False), data.catalogue).state()
+    lora = lambda s: sum(v.numel() for k, v in s.items() if "lora_" in k)  # noqa: E731
+    assert lora(state) * 2 == lora(full)  # B and A have the same size here: half the LoRA upload
+    recommender.train(data.split.users()[:40], data.split, rng=random.Random(0))
+    after = dict(recommender.model.named_parameters())
+    assert all(torch.equal(a_before[n], after[n]) for n in a_before)  # A never moves
+    assert any(not torch.equal(state[k], recommender.state()[k]) for k in state if "lora_B" in k)
+    # Every party builds the same A from the seed, so averaging B alone is exact.
+    again = Recommender(cfg, data.catalogue)
+    assert all(torch.equal(a_before[n], dict(again.model.named_parameters())[n]) for n in a_before)

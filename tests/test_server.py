@@ -94,3 +94,19 @@ def test_when_clients_report_means_then_server_weights_them_by_users(task_identi
 def test_when_no_client_can_evaluate_then_clear_error(task_identity):
     with pytest.raises(RuntimeError, match="no client could evaluate"):
         aggregate_metrics([], expected=2)
+
+
+def test_when_clients_upload_float16_then_server_averages_in_float32(task_identity):
+    strategy = RecommenderFedAvg(should_stop=lambda: False)
+    replies = []
+    for weight, value in ((1, 1.0), (1, 2.0)):
+        content = RecordDict({
+            records.ARRAYS: ArrayRecord({"w": torch.full((4, 4), value, dtype=torch.float16)}),
+            records.METRICS: MetricRecord({records.NUM_EXAMPLES: weight}),
+        })
+        replies.append(Message(content=content, dst_node_id=1, message_type="train"))
+    arrays, _ = strategy.aggregate_train(1, replies)
+    w = arrays.to_torch_state_dict()["w"]
+    assert w.dtype == torch.float32 and torch.allclose(w, torch.full((4, 4), 1.5))
+    fp32 = sum(len(a.data) for a in ArrayRecord({"w": torch.zeros((4, 4))}).values())
+    assert strategy.history[0]["upload-bytes-per-client"] == fp32 - 16 * 2  # sent as 2-byte floats
