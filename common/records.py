@@ -19,6 +19,7 @@ TRAIN_SECONDS = "train-seconds"
 EPSILON = "epsilon"  # DP: the client's epsilon spent over every round it ever trained
 DELTA = "delta"
 NOISE_MULTIPLIER = "noise-multiplier"
+UNIFORM_WEIGHT = "uniform-weight"  # central DP: every client weighs the same in the average
 EVAL_USERS = "eval-users"  # users a client ranked (also its num-examples for evaluate)
 EVAL_SECONDS = "eval-seconds"
 

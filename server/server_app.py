@@ -11,6 +11,7 @@ from flwr.serverapp import Grid, ServerApp
 from common.config import RunConfig
 from common.recommender import Recommender
 from common.run_data import load_catalogue
+from server import central_dp
 from server.checkpoints import RunDirectory
 from server.evaluation import FederatedMetrics, RoundEvaluator, ServerSideMetrics
 from server.strategy import RecommenderFedAvg
@@ -47,10 +48,14 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "") -> RunDire
         # 2. FedAvg over adapter tensors only, stopping early on validation NDCG.
         strategy = RecommenderFedAvg(
             should_stop=lambda: evaluator.should_stop,
+            uniform=cfg.dp == "central",
             fraction_train=cfg.fraction_train,
             min_train_nodes=cfg.min_train_clients,
             min_available_nodes=cfg.min_train_clients,
         )
+        runner = strategy
+        if cfg.dp == "central":  # clients clip, the server adds noise (Flower's wrapper)
+            runner, strategy.central = central_dp.wrap(strategy, cfg)
 
         # 3. Train, evaluating the global model after every round.
         def evaluate(server_round: int, arrays: ArrayRecord):
@@ -59,8 +64,8 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "") -> RunDire
             run.write_metrics(strategy.history)
             return metrics
 
-        strategy.start(grid=grid, initial_arrays=initial, num_rounds=cfg.num_rounds,
-                       evaluate_fn=evaluate)
+        runner.start(grid=grid, initial_arrays=initial, num_rounds=cfg.num_rounds,
+                     evaluate_fn=evaluate)
 
         # 4. The best round's adapter on the test items.
         test = evaluator.metrics(evaluator.best_arrays(), "test", evaluator.best_round)
@@ -69,6 +74,7 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "") -> RunDire
                    "clients-declined": sum(int(r.get("declined", 0)) for r in strategy.history),
                    "dp": cfg.dp, "epsilon-max": max((r["epsilon-max"] for r in strategy.history
                                                      if "epsilon-max" in r), default=None),
+                   "central-epsilon": strategy.central.epsilon if strategy.central else None,
                    "valid-best": evaluator.best_score, "test": test,
                    "evaluation": cfg.evaluation, "wall-seconds": time.perf_counter() - started,
                    "trainable-parameters": sum(v.numel() for v in recommender.state().values())}

@@ -23,10 +23,13 @@ class RecommenderFedAvg(FedAvg):
     client, wall time, and the clients' aggregated training metrics.
     """
 
-    def __init__(self, *, should_stop: Callable[[], bool], **kwargs) -> None:
+    def __init__(self, *, should_stop: Callable[[], bool], uniform: bool = False, **kwargs) -> None:
+        # Central DP needs every client to weigh the same (the noise is scaled to 1/clients).
         super().__init__(arrayrecord_key=records.ARRAYS, configrecord_key=records.CONFIG,
-                         weighted_by_key=records.NUM_EXAMPLES, fraction_evaluate=0.0, **kwargs)
+                         weighted_by_key=records.UNIFORM_WEIGHT if uniform else records.NUM_EXAMPLES,
+                         fraction_evaluate=0.0, **kwargs)
         self.should_stop = should_stop
+        self.central = None  # a server.central_dp.CentralAccountant when central DP is on
         self.history: list[dict[str, float]] = []
         self._round_started = 0.0
 
@@ -71,6 +74,8 @@ class RecommenderFedAvg(FedAvg):
                     if k not in (records.EXAMPLES_SEEN, records.EPSILON, records.DELTA)})
         if epsilons:  # DP: the most any client has spent so far (each client keeps its own ledger)
             row["epsilon-max"] = max(epsilons)
+        if self.central is not None:  # the wrapper adds noise to every aggregate we return
+            row["central-epsilon"] = self.central.release()
         self.history.append(row)
         return arrays, metrics
 

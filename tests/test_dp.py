@@ -123,3 +123,20 @@ def test_when_client_trains_with_dp_then_epsilon_accumulates_and_budget_is_enfor
     assert "past the budget of 0.42" in reply.error.reason
     assert len(spent) >= 2 and spent == sorted(spent) and spent[-1] <= 0.42
     ledger_path(store).unlink()
+
+
+def test_when_central_dp_then_client_update_is_clipped(tiny_config, task_identity):
+    from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM  # what Flower's wrapper sets
+
+    cfg = tiny_config.replace(dp="central", local_steps=3, learning_rate=5e-2)
+    initial = trainable_state(build_model(cfg, num_items=len(load_catalogue(cfg))))
+    msg = Message(content=RecordDict({records.ARRAYS: ArrayRecord(initial), records.CONFIG: ConfigRecord(
+        {records.SERVER_ROUND: 1, KEY_CLIPPING_NORM: 0.05})}), dst_node_id=1, message_type=MessageType.TRAIN)
+    context = Context(run_id=1, node_id=1, node_config={records.PARTITION_ID: 0, records.NUM_PARTITIONS: 3},
+                      state=RecordDict(), run_config={})
+    reply = build_client_app(cfg)(msg, context)
+    assert not reply.has_error(), reply.error
+    sent = reply.content[records.ARRAYS].to_torch_state_dict()
+    norm = torch.sqrt(sum(((sent[k] - initial[k]) ** 2).sum() for k in initial))
+    assert 0 < float(norm) <= 0.05 + 1e-5
+    assert reply.content[records.METRICS][records.UNIFORM_WEIGHT] == 1

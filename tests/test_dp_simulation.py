@@ -47,3 +47,27 @@ def test_when_a_new_run_starts_then_the_ledger_remembers(dp_runs):
     _, _, second, _ = dp_runs
     rows = _rows(second)
     assert rows[0]["clients"] == 0 and rows[0]["declined"] == 3  # nothing left to spend
+
+
+@pytest.fixture(scope="module")
+def central_run(tiny_bert, tmp_path_factory, stores_root):
+    cfg = RunConfig(model_path=str(tiny_bert), embed_dim=16, max_profile_tokens=48, max_item_tokens=16,
+                    num_clients=3, num_rounds=2, local_steps=3, patience=0, device="cpu",
+                    run_dir=str(tmp_path_factory.mktemp("central-runs")), stores_dir=str(stores_root),
+                    dp="central", noise_multiplier=0.8, update_clipping_norm=0.5)
+    return cfg, simulate(cfg, run_name="central", cpus_per_client=1, progress=False)
+
+
+def test_when_central_dp_then_server_accounts_each_release(central_run):
+    from opacus.accountants import RDPAccountant
+
+    cfg, path = central_run
+    rows = _rows(path)
+    assert [r["clients"] for r in rows] == [3, 3]
+    reference = RDPAccountant()
+    for row in rows:
+        reference.step(noise_multiplier=0.8, sample_rate=1.0)
+        assert row["central-epsilon"] == pytest.approx(reference.get_epsilon(delta=1 / 30))
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["dp"] == "central" and summary["central-epsilon"] == pytest.approx(rows[-1]["central-epsilon"])
+    assert summary["epsilon-max"] is None  # no client ledgers in central mode
