@@ -4,8 +4,15 @@ User tower: the user's profile text -> BERT with LoRA adapters -> mean pooling -
 Item tower: the item's text -> the same BERT with the adapters switched off -> mean pooling ->
 projection. Because the item tower's base is frozen, its pooled vectors are computed once and
 cached; only the projection on top of them trains. Scores are cosine similarities divided by a
-temperature. Only LoRA tensors and the two projections are trainable, and only they are
-exchanged in federated rounds (see :func:`trainable_state`).
+temperature.
+
+Zero-shot start: both projections begin as the same random orthogonal map (biases zero, item
+vectors zero, LoRA B zero), so an untrained model already ranks items by the base encoder's
+text similarity to the user's profile, which is a sentence-embedding model's own job. Training
+starts from a useful model rather than a random one; that matters most under DP, where every
+step is noisy (see ``benchmarks/results.md``, "DP utility"). Only LoRA tensors, the two
+projections and the item vectors are trainable, and only they are exchanged in federated rounds
+(see :func:`trainable_state`).
 """
 
 from __future__ import annotations
@@ -79,6 +86,15 @@ class TwoTowerRecommender(nn.Module):
         # Optional per-item vectors (zero at start, so an untrained row means "text only").
         self.item_embedding = ItemTable(num_items, embed_dim) if num_items else None
         self.temperature = temperature
+        self._share_initial_projection()
+
+    @torch.no_grad()
+    def _share_initial_projection(self) -> None:
+        """Zero-shot start: one orthogonal map for both towers (drawn from the seeded RNG)."""
+        nn.init.orthogonal_(self.user_proj.weight)
+        self.item_proj.weight.copy_(self.user_proj.weight)
+        self.user_proj.bias.zero_()
+        self.item_proj.bias.zero_()
 
     def encode_users(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      history: torch.Tensor | None = None) -> torch.Tensor:

@@ -191,3 +191,20 @@ def test_when_ffa_lora_then_only_b_trains_and_travels(tiny_config):
     # Every party builds the same A from the seed, so averaging B alone is exact.
     again = Recommender(cfg, data.catalogue)
     assert all(torch.equal(a_before[n], dict(again.model.named_parameters())[n]) for n in a_before)
+
+
+def test_when_untrained_then_model_ranks_by_base_text_similarity(tiny_config):
+    """Zero-shot start: a profile reading exactly like one item's text ranks that item first."""
+    texts = ["acoustic guitar strings phosphor bronze", "drum sticks hickory 5a",
+             "usb audio interface two inputs", "violin rosin dark", "capo for electric guitar"]
+    model = build_model(tiny_config, num_items=len(texts)).eval()
+    assert torch.equal(model.user_proj.weight, model.item_proj.weight)
+    tokenizer = load_tokenizer(tiny_config)
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        items = model.encode_items(model.pool_items(batch["input_ids"], batch["attention_mask"]))
+        users = model.encode_users(batch["input_ids"], batch["attention_mask"])
+        scores = model.scores(users, items)
+    assert torch.equal(scores.argmax(1), torch.arange(len(texts)))
+    assert torch.allclose(scores.diagonal() * model.temperature, torch.ones(len(texts)), atol=1e-4)
+
