@@ -149,7 +149,7 @@ def _train_private(recommender: Recommender, data: ClientData, cfg: RunConfig, r
     delta = cfg.target_delta or 1.0 / (10 * len(users))
     ledger = PrivacyLedger.open(path, secret, accountant=cfg.accountant, delta=delta,
                                 target_epsilon=cfg.target_epsilon)
-    q = sample_rate(len(users), cfg.batch_size)
+    q = sample_rate(len(users), cfg.dp_batch_size)
     steps = planned_steps(len(users), cfg)
     noise = ledger.calibrate(sample_rate=q, planned_steps=steps * cfg.num_rounds,
                              noise_multiplier=cfg.noise_multiplier)

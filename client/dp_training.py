@@ -2,7 +2,7 @@
 
 The unit protected is one user: one training example is one user (their target item and
 profile are drawn from their own reviews only), and users are Poisson-sampled with rate
-q = 1 / ceil(users / batch-size) per step, so the guarantee covers everything a user wrote on
+q = 1 / ceil(users / dp-batch-size) per step, so the guarantee covers everything a user wrote on
 this client. Per-example gradients come from Opacus's hooks; the item tower runs once per example
 so that its layers have them too. A fresh PrivacyEngine is built each round; its accountant's
 history goes into the client's persistent :class:`~client.privacy_ledger.PrivacyLedger`.
@@ -49,9 +49,9 @@ def train_private(recommender: Recommender, users: Sequence[str], split: Split, 
         raise ValueError("no users with training reviews on this client; nothing to train.")
     model = recommender.model
     params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimiser = torch.optim.AdamW(params, lr=cfg.dp_learning_rate, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(rng.randrange(2**31))
-    loader = DataLoader(TensorDataset(torch.arange(len(users))), batch_size=cfg.batch_size,
+    loader = DataLoader(TensorDataset(torch.arange(len(users))), batch_size=cfg.dp_batch_size,
                         generator=generator)
     engine = PrivacyEngine(accountant=accountant)
     model.train()
@@ -83,7 +83,7 @@ def train_private(recommender: Recommender, users: Sequence[str], split: Split, 
     real = [x for x in losses if not math.isnan(x)] or [float("nan")]
     history = [tuple(h) for h in engine.accountant.history]
     log.info("DP-SGD: %d steps, noise multiplier %.3f, clip %.2f, sample rate %.4f, loss %.4f -> %.4f",
-             len(losses), noise_multiplier, max_grad_norm, sample_rate(len(users), cfg.batch_size),
+             len(losses), noise_multiplier, max_grad_norm, sample_rate(len(users), cfg.dp_batch_size),
              real[0], real[-1])
     return TrainResult(num_examples=len(users), steps=len(losses), examples_seen=seen,
                        mean_loss=float(np.mean(real)), first_loss=real[0], last_loss=real[-1]), history

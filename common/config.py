@@ -64,6 +64,10 @@ class RunConfig:
     noise_multiplier: float = _opt(0.0, "DP-SGD noise multiplier; 0 = calibrated once from the budget "
                                    "and the planned rounds x local steps.")
     max_grad_norm: float = _opt(1.0, "Per-user gradient clipping norm of DP-SGD.")
+    dp_batch_size: int = _opt(64, "Local DP: expected users per Poisson-sampled DP-SGD batch (replaces "
+                              "`batch-size`). Large batches suit DP: the noise per user falls as 1/batch.")
+    dp_learning_rate: float = _opt(3e-2, "Local DP: AdamW learning rate of DP-SGD (replaces `learning-rate`; "
+                                   "fewer, larger, noisier steps want a larger rate).")
     accountant: str = _opt("rdp", "Privacy accountant: 'rdp' or 'prv' (Opacus).")
     update_clipping_norm: float = _opt(0.5, "Central DP: L2 bound on each client's model update.")
     # Model
@@ -98,8 +102,9 @@ class RunConfig:
     # Local training
     local_epochs: int = _opt(1, "Local epochs per round (ignored when local-steps > 0).")
     local_steps: int = _opt(0, "Local optimiser steps per round; 0 = use local-epochs.")
-    batch_size: int = _opt(8, "Users per local batch (one user = one training example).")
-    learning_rate: float = _opt(2e-3, "AdamW learning rate.")
+    batch_size: int = _opt(8, "Users per local batch (one user = one training example); local DP uses "
+                          "`dp-batch-size` instead.")
+    learning_rate: float = _opt(2e-3, "AdamW learning rate; local DP uses `dp-learning-rate` instead.")
     weight_decay: float = _opt(0.0, "AdamW weight decay.")
     # Evaluation and bookkeeping
     evaluation: str = _opt("federated", "'federated': clients rank their own held-out items and send "
@@ -118,7 +123,8 @@ class RunConfig:
                 raise ConfigError(f"`{_key(name)}` {fix}, got {value!r}.")
 
         for name in ("num_clients", "embed_dim", "lora_r", "lora_alpha", "max_profile_tokens",
-                     "max_item_tokens", "num_rounds", "min_train_clients", "batch_size", "eval_k"):
+                     "max_item_tokens", "num_rounds", "min_train_clients", "batch_size", "dp_batch_size",
+                     "eval_k"):
             need(getattr(self, name) >= 1, name, "should be a positive integer")
         for name in ("patience", "lora_top_layers", "local_epochs", "local_steps", "max_eval_users", "seed"):
             need(getattr(self, name) >= 0, name, "should be zero or a positive integer")
@@ -129,6 +135,7 @@ class RunConfig:
         need(self.dirichlet_alpha > 0, "dirichlet_alpha", "should be positive")
         need(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "should be in [0, 1)")
         need(self.learning_rate > 0, "learning_rate", "should be positive")
+        need(self.dp_learning_rate > 0, "dp_learning_rate", "should be positive")
         need(self.weight_decay >= 0, "weight_decay", "should be zero or positive")
         need(self.partition in PARTITION_SCHEMES, "partition", f"should be one of {PARTITION_SCHEMES}")
         need(self.profile_style in PROFILE_STYLES, "profile_style", f"should be one of {PROFILE_STYLES}")
@@ -158,6 +165,11 @@ class RunConfig:
              f"should be at most `num-clients` ({self.num_clients})")
 
     # ----- derived values -------------------------------------------------------------------
+    @property
+    def train_batch_size(self) -> int:
+        """Users per local training batch: ``dp-batch-size`` under local DP, else ``batch-size``."""
+        return self.dp_batch_size if self.dp == "local" else self.batch_size
+
     @property
     def lora_target_modules(self) -> list[str]:
         """LoRA target module names as a list."""

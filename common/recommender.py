@@ -47,7 +47,7 @@ def planned_steps(num_users: int, cfg: RunConfig) -> int:
     """Optimiser steps of one local round: ``local-steps``, or epochs x batches per epoch."""
     if cfg.local_steps > 0:
         return cfg.local_steps
-    return cfg.local_epochs * math.ceil(num_users / cfg.batch_size)
+    return cfg.local_epochs * math.ceil(num_users / cfg.train_batch_size)
 
 
 class Recommender:

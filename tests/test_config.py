@@ -27,6 +27,8 @@ def test_when_pyproject_defaults_loaded_then_they_equal_the_dataclass_defaults()
         ("temperature", float("nan"), "`temperature` should be a finite number"),
         ("min-train-clients", 9, "`min-train-clients` should be at most `num-clients`"),
         ("no-such-key", 1, "Unknown setting `no-such-key`"),
+        ("dp-batch-size", 0, "`dp-batch-size` should be a positive integer, got 0"),
+        ("dp-learning-rate", -0.1, "`dp-learning-rate` should be positive"),
     ],
 )
 def test_when_setting_is_bad_then_error_names_it(key, value, message):
@@ -43,6 +45,16 @@ def test_when_cli_sets_values_then_later_sources_win(tmp_path):
     file.write_text('num-rounds = 7\nlearning-rate = 0.01\n')
     cfg = build_config(file, ["num-rounds=9", "partition=dirichlet"], num_clients=4)
     assert (cfg.num_rounds, cfg.learning_rate, cfg.partition, cfg.num_clients) == (9, 0.01, "dirichlet", 4)
+
+
+def test_when_local_dp_then_dp_batch_size_sets_the_local_steps():
+    from common.recommender import planned_steps
+
+    plain = RunConfig(batch_size=8, dp_batch_size=64, local_epochs=2)
+    private = plain.replace(dp="local")
+    assert (plain.train_batch_size, private.train_batch_size) == (8, 64)
+    assert (planned_steps(143, plain), planned_steps(143, private)) == (2 * 18, 2 * 3)
+    assert planned_steps(143, private.replace(local_steps=5)) == 5
 
 
 def test_when_set_lacks_equals_then_error():

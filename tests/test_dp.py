@@ -67,29 +67,32 @@ def test_when_calibrated_then_planned_federation_lands_on_target(tmp_path):
 
 
 def test_when_dp_step_taken_then_adapter_changes_and_loss_falls(tiny_config):
-    cfg = tiny_config.replace(learning_rate=1e-2, batch_size=16)
+    cfg = tiny_config.replace(dp_batch_size=32)  # default DP learning rate
     context = Context(run_id=1, node_id=1, node_config={records.PARTITION_ID: 0, records.NUM_PARTITIONS: 3},
                       state=RecordDict(), run_config={})
     data = open_local_data(cfg, context)
     recommender = Recommender(cfg, data.catalogue)
     before = recommender.state()
 
-    def fixed_loss() -> float:  # the same 64 users' examples, no dropout
+    def fixed_loss() -> float:  # every user's examples, three fixed target draws, no dropout
         recommender.model.eval()
         with torch.no_grad():
-            return float(recommender._loss([data.split.train[u] for u in data.users[:64]], random.Random(1)))
+            return sum(float(recommender._loss([data.split.train[u] for u in data.users], random.Random(k)))
+                       for k in range(3)) / 3
 
     loss_before = fixed_loss()
     torch.manual_seed(0)
-    result, history = train_private(recommender, data.users, data.split, rng=random.Random(0), steps=60,
+    result, history = train_private(recommender, data.users, data.split, rng=random.Random(0), steps=120,
                                     noise_multiplier=0.3, max_grad_norm=1.0, accountant="rdp")
     after = recommender.state()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert any("lora_B" in k for k in changed) and any("lora_A" in k for k in changed)  # opacus#820
     assert "item_embedding.weight" in changed and any(k.startswith("item_proj") for k in changed)
-    assert result.steps == 60 and sum(h[2] for h in history) == 60
-    assert history[0][1] == pytest.approx(sample_rate(len(data.users), cfg.batch_size))
-    assert fixed_loss() < loss_before - 0.05  # moderate noise, easy data: the loss falls
+    assert result.steps == 120 and sum(h[2] for h in history) == 120
+    assert history[0][1] == pytest.approx(sample_rate(len(data.users), cfg.dp_batch_size))
+    # Moderate noise, easy data: the loss falls (measured 0.12-0.19 over three seeds; without
+    # noise 0.6-0.9).
+    assert fixed_loss() < loss_before - 0.05
     # The model ranks afterwards without Opacus hooks in the way.
     assert 0 <= recommender.evaluate(data.eval_users("valid")[:20], data.split)["ndcg@10"] <= 1
 
@@ -103,7 +106,8 @@ def task_identity(monkeypatch):
 
 
 def test_when_client_trains_with_dp_then_epsilon_accumulates_and_budget_is_enforced(tiny_config, task_identity):
-    cfg = tiny_config.replace(dp="local", noise_multiplier=2.0, local_steps=4, target_epsilon=0.42)
+    cfg = tiny_config.replace(dp="local", noise_multiplier=2.0, local_steps=4, target_epsilon=0.42,
+                              dp_batch_size=8)
     context = Context(run_id=1, node_id=1, node_config={records.PARTITION_ID: 2, records.NUM_PARTITIONS: 3},
                       state=RecordDict(), run_config={})
     store, _ = locate_store(cfg, context)
