@@ -82,7 +82,7 @@ def render_uploads(sizes: dict) -> str:
     full = sizes["full model fp32"]
     lines = ["Command: `python scripts/benchmark_dp.py --uploads-only`. Bytes of the ArrayRecord a client "
              "sends each round on the real catalogue (900 items), MiniLM, LoRA r=8 on query/value of the "
-             "top 2 layers, projections and item vectors. NDCG@10 for each option is not measured yet.", "",
+             "top 2 layers, projections and item vectors. NDCG@10 for each option: see \"DP utility\" below.", "",
              "| upload | bytes per client per round | of which LoRA | vs full model |", "|---|---|---|---|"]
     for name in ("fp32", "fp16", "FFA-LoRA fp32", "FFA-LoRA fp16"):
         lines.append(f"| {name} | {sizes[name]:,} | {sizes['lora-bytes ' + name]:,} | "

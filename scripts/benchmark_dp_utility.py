@@ -46,12 +46,13 @@ def render(results: dict) -> str:
              f"{d.get('max-grad-norm', 1.0)}, delta = 1/(10 x users on the client), noise calibrated once for "
              "the planned rounds, RDP accountant; each DP setting starts from fresh ledgers. Upload bytes "
              "are per client per round as sent.", "",
-             "| setting | epsilon spent (max client) | noise multiplier | NDCG@10 | HR@10 | upload bytes | minutes |",
-             "|---|---|---|---|---|---|---|"]
+             "| setting | epsilon spent (max client) | noise multiplier | best round | NDCG@10 | HR@10 | upload bytes "
+             "| minutes |",
+             "|---|---|---|---|---|---|---|---|"]
     base = results["runs"].get("no DP")
     for name, r in results["runs"].items():
         lines.append(f"| {name} | {r['epsilon'] if r['epsilon'] is not None else '-'} | "
-                     f"{r.get('noise-multiplier') or '-'} | {r['test']['ndcg@10']:.4f} | "
+                     f"{r.get('noise-multiplier') or '-'} | {r.get('best-round', '?')} | {r['test']['ndcg@10']:.4f} | "
                      f"{r['test']['hr@10']:.4f} | {r.get('upload-bytes') or 0:,.0f} | {r['seconds'] / 60:.1f} |")
     if base:
         lines.append("")
@@ -61,6 +62,8 @@ def render(results: dict) -> str:
                              "NDCG@10.")
         lines.append("- Targets: at epsilon 8, >= 90% of no DP and above popularity (0.0380 on the same split, "
                      "see Foundation).")
+        lines.append("- Best round 0 means that no trained round beat the untrained model (the zero-shot start) "
+                     "on validation, so the test row scores the untrained model.")
     return "\n".join(lines)
 
 
@@ -119,6 +122,7 @@ def main() -> None:
                                  round(summary["epsilon-max"], 3), "seconds": time.perf_counter() - started,
                                  "noise-multiplier": rows and round(rows[-1]["train-noise-multiplier"], 3),
                                  "upload-bytes": rounds and rounds[-1]["upload-bytes-per-client"],
+                                 "best-round": summary["best-round"],
                                  "run": str(run)}
         path.write_text(json.dumps(results, indent=2))
         replace_section(OUT / "results.md", "DP utility (issue 4)", render(results))
