@@ -27,6 +27,7 @@ EVALUATIONS = ("federated", "server")
 DP_MODES = ("none", "local", "central")
 UPLOAD_DTYPES = ("float32", "float16")
 ACCOUNTANTS = ("rdp", "prv")
+DP_TRAIN = ("item-bias", "all")
 
 
 class ConfigError(ValueError):
@@ -64,10 +65,18 @@ class RunConfig:
     noise_multiplier: float = _opt(0.0, "DP-SGD noise multiplier; 0 = calibrated once from the budget "
                                    "and the planned rounds x local steps.")
     max_grad_norm: float = _opt(1.0, "Per-user gradient clipping norm of DP-SGD.")
-    dp_batch_size: int = _opt(64, "Local DP: expected users per Poisson-sampled DP-SGD batch (replaces "
-                              "`batch-size`). Large batches suit DP: the noise per user falls as 1/batch.")
-    dp_learning_rate: float = _opt(3e-2, "Local DP: AdamW learning rate of DP-SGD (replaces `learning-rate`; "
-                                   "fewer, larger, noisier steps want a larger rate).")
+    dp_train: str = _opt("item-bias", "Local DP: what DP-SGD trains. 'item-bias': only the per-item score "
+                         "offsets (900 numbers on the real data; the text towers stay at the global model), "
+                         "which is what a client of ~100 users can learn under noise. 'all': every "
+                         "trainable tensor (LoRA, projections, item vectors and offsets).")
+    dp_batch_size: int = _opt(0, "Local DP: expected users per Poisson-sampled DP-SGD batch (replaces "
+                              "`batch-size`); 0 = every user of the client in every step (sample rate 1). "
+                              "Large batches suit DP: the noise per user falls as 1/batch.")
+    dp_local_steps: int = _opt(10, "Local DP: DP-SGD steps per round (replaces `local-steps`/`local-epochs`); "
+                               "0 = `local-epochs` x batches of `dp-batch-size`.")
+    dp_learning_rate: float = _opt(2.0, "Local DP: Adam learning rate of DP-SGD (replaces `learning-rate`). "
+                                   "2.0 suits `dp-train` = 'item-bias' (logit offsets); use about 0.01 "
+                                   "with 'all'.")
     accountant: str = _opt("rdp", "Privacy accountant: 'rdp' or 'prv' (Opacus).")
     update_clipping_norm: float = _opt(0.5, "Central DP: L2 bound on each client's model update.")
     # Model
@@ -123,10 +132,10 @@ class RunConfig:
                 raise ConfigError(f"`{_key(name)}` {fix}, got {value!r}.")
 
         for name in ("num_clients", "embed_dim", "lora_r", "lora_alpha", "max_profile_tokens",
-                     "max_item_tokens", "num_rounds", "min_train_clients", "batch_size", "dp_batch_size",
-                     "eval_k"):
+                     "max_item_tokens", "num_rounds", "min_train_clients", "batch_size", "eval_k"):
             need(getattr(self, name) >= 1, name, "should be a positive integer")
-        for name in ("patience", "lora_top_layers", "local_epochs", "local_steps", "max_eval_users", "seed"):
+        for name in ("patience", "lora_top_layers", "local_epochs", "local_steps", "max_eval_users", "seed",
+                     "dp_batch_size", "dp_local_steps"):
             need(getattr(self, name) >= 0, name, "should be zero or a positive integer")
         need(self.local_epochs > 0 or self.local_steps > 0, "local_epochs",
              "should be positive when `local-steps` is 0")
@@ -144,6 +153,9 @@ class RunConfig:
         need(self.upload_dtype in UPLOAD_DTYPES, "upload_dtype", f"should be one of {UPLOAD_DTYPES}")
         need(self.dp in DP_MODES, "dp", f"should be one of {DP_MODES}")
         need(self.accountant in ACCOUNTANTS, "accountant", f"should be one of {ACCOUNTANTS}")
+        need(self.dp_train in DP_TRAIN, "dp_train", f"should be one of {DP_TRAIN}")
+        need(self.dp != "local" or self.dp_train == "all" or self.item_embeddings, "dp_train",
+             "needs `item-embeddings` = true (it trains the per-item offsets); or set it to 'all'")
         need(self.target_epsilon > 0, "target_epsilon", "should be positive")
         need(0.0 <= self.target_delta < 1.0, "target_delta", "should be in [0, 1) (0 = automatic)")
         need(self.noise_multiplier >= 0, "noise_multiplier", "should be zero (calibrate) or positive")
@@ -165,11 +177,6 @@ class RunConfig:
              f"should be at most `num-clients` ({self.num_clients})")
 
     # ----- derived values -------------------------------------------------------------------
-    @property
-    def train_batch_size(self) -> int:
-        """Users per local training batch: ``dp-batch-size`` under local DP, else ``batch-size``."""
-        return self.dp_batch_size if self.dp == "local" else self.batch_size
-
     @property
     def lora_target_modules(self) -> list[str]:
         """LoRA target module names as a list."""

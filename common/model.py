@@ -11,8 +11,8 @@ vectors zero, LoRA B zero), so an untrained model already ranks items by the bas
 text similarity to the user's profile, which is a sentence-embedding model's own job. Training
 starts from a useful model rather than a random one; that matters most under DP, where every
 step is noisy (see ``benchmarks/results.md``, "DP utility"). Only LoRA tensors, the two
-projections and the item vectors are trainable, and only they are exchanged in federated rounds
-(see :func:`trainable_state`).
+projections, the item vectors and the per-item score offsets are trainable, and only they are
+exchanged in federated rounds (see :func:`trainable_state`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 HEADS_FILE = "heads.safetensors"
 META_FILE = "privrec.json"
-HEAD_PREFIXES = ("user_proj.", "item_proj.", "item_embedding")
+HEAD_PREFIXES = ("user_proj.", "item_proj.", "item_embedding", "item_bias")
 
 
 class ModelError(ValueError):
@@ -73,6 +73,22 @@ class ItemTable(nn.Module):
         return vectors + self.weight
 
 
+class ItemBias(nn.Module):
+    """A learned score offset per catalogue item, added to the logits (zero at start).
+
+    It carries what text cannot: how often an item is chosen at all. 900 numbers instead of the
+    towers' hundreds of thousands, so it is what DP-SGD can learn from few users (``dp-train``).
+    """
+
+    def __init__(self, num_items: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_items))
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` ([users, items]) plus each item's offset."""
+        return logits + self.weight
+
+
 class TwoTowerRecommender(nn.Module):
     """Scores users against items; see the module docstring for the design."""
 
@@ -85,6 +101,7 @@ class TwoTowerRecommender(nn.Module):
         self.item_proj = nn.Linear(hidden, embed_dim)
         # Optional per-item vectors (zero at start, so an untrained row means "text only").
         self.item_embedding = ItemTable(num_items, embed_dim) if num_items else None
+        self.item_bias = ItemBias(num_items) if num_items else None
         self.temperature = temperature
         self._share_initial_projection()
 
@@ -132,13 +149,15 @@ class TwoTowerRecommender(nn.Module):
         return nn.functional.normalize(vectors, dim=-1)
 
     def scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Logits: cosine similarity divided by the temperature, shape [users, items].
+        """Logits: cosine similarity divided by the temperature (+ item offsets), [users, items].
 
         ``items`` is [items, dim], or [users, items, dim] from ``encode_items(per_example=...)``.
         """
         if items.dim() == 3:
-            return torch.einsum("bd,bnd->bn", users, items) / self.temperature
-        return users @ items.T / self.temperature
+            logits = torch.einsum("bd,bnd->bn", users, items) / self.temperature
+        else:
+            logits = users @ items.T / self.temperature
+        return self.item_bias(logits) if self.item_bias is not None else logits
 
 
 def load_tokenizer(cfg: RunConfig) -> PreTrainedTokenizerBase:

@@ -44,10 +44,19 @@ class TrainResult:
 
 
 def planned_steps(num_users: int, cfg: RunConfig) -> int:
-    """Optimiser steps of one local round: ``local-steps``, or epochs x batches per epoch."""
+    """Optimiser steps of one local round: ``local-steps``, or epochs x batches per epoch.
+
+    Local DP has its own: ``dp-local-steps``, or epochs x batches of ``dp-batch-size``.
+    """
+    if cfg.dp == "local":
+        if cfg.dp_local_steps > 0:
+            return cfg.dp_local_steps
+        batch = cfg.dp_batch_size or num_users
+    else:
+        batch = cfg.batch_size
     if cfg.local_steps > 0:
         return cfg.local_steps
-    return cfg.local_epochs * math.ceil(num_users / cfg.train_batch_size)
+    return cfg.local_epochs * math.ceil(num_users / batch)
 
 
 class Recommender:
@@ -170,6 +179,13 @@ def _example(reviews: list[Review], mode: str, rng: random.Random) -> tuple[list
         return reviews[:position], reviews[position].item_id
     position = rng.randrange(len(reviews))
     return reviews[:position] + reviews[position + 1:], reviews[position].item_id
+
+
+def all_examples(reviews: list[Review], mode: str) -> list[tuple[list[Review], str]]:
+    """Every (profile reviews, target item) that :func:`_example` can draw for one user."""
+    if mode == "next-item" and len(reviews) > 1:
+        return [(reviews[:p], reviews[p].item_id) for p in range(1, len(reviews))]
+    return [(reviews[:p] + reviews[p + 1:], reviews[p].item_id) for p in range(len(reviews))]
 
 
 def _held_out(split: Split, target: str) -> dict[str, Review]:

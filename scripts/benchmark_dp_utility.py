@@ -41,8 +41,10 @@ def render(results: dict) -> str:
              f"round, {a['local_epochs']} local epoch(s), MiniLM, seed 0; validation on {a['max_eval_users']} "
              "users, test on every user (full ranking) at the best validation round. Without DP: batch "
              f"{d.get('batch-size', 8)}, learning rate {d.get('learning-rate', 2e-3)}. DP: DP-SGD per client "
-             "(Opacus), the unit is one user, Poisson sampling with expected batch "
-             f"{d.get('dp-batch-size', 64)}, learning rate {d.get('dp-learning-rate', '-')}, max grad norm "
+             f"(Opacus) training `dp-train` = {d.get('dp-train', 'all')}, the unit is one user, Poisson "
+             f"sampling with expected batch {d.get('dp-batch-size') or 'all users (q = 1)'}, "
+             f"{d.get('dp-local-steps') or 'one epoch of'} steps per round, Adam learning rate "
+             f"{d.get('dp-learning-rate', '-')}, max grad norm "
              f"{d.get('max-grad-norm', 1.0)}, delta = 1/(10 x users on the client), noise calibrated once for "
              "the planned rounds, RDP accountant; each DP setting starts from fresh ledgers. Upload bytes "
              "are per client per round as sent.", "",
@@ -111,7 +113,8 @@ def main() -> None:
         # design, and a ledger spent at epsilon 8 would (rightly) refuse an epsilon 1 run.
         for ledger in Path(cfg.stores_dir).glob("*/*.ledger"):
             ledger.unlink()
-        results["defaults"] = {k: cfg.to_dict()[k] for k in ("batch-size", "learning-rate", "dp-batch-size",
+        results["defaults"] = {k: cfg.to_dict()[k] for k in ("batch-size", "learning-rate", "dp-train",
+                                                             "dp-batch-size", "dp-local-steps",
                                                              "dp-learning-rate", "max-grad-norm")}
         started = time.perf_counter()
         run = simulate(cfg, run_name=time.strftime(f"dp-utility-{re.sub('[^A-Za-z0-9]+', '-', name)}-%Y%m%d-%H%M%S"))

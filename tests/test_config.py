@@ -27,7 +27,8 @@ def test_when_pyproject_defaults_loaded_then_they_equal_the_dataclass_defaults()
         ("temperature", float("nan"), "`temperature` should be a finite number"),
         ("min-train-clients", 9, "`min-train-clients` should be at most `num-clients`"),
         ("no-such-key", 1, "Unknown setting `no-such-key`"),
-        ("dp-batch-size", 0, "`dp-batch-size` should be a positive integer, got 0"),
+        ("dp-batch-size", -1, "`dp-batch-size` should be zero or a positive integer, got -1"),
+        ("dp-train", "lora", "`dp-train` should be one of"),
         ("dp-learning-rate", -0.1, "`dp-learning-rate` should be positive"),
     ],
 )
@@ -47,14 +48,22 @@ def test_when_cli_sets_values_then_later_sources_win(tmp_path):
     assert (cfg.num_rounds, cfg.learning_rate, cfg.partition, cfg.num_clients) == (9, 0.01, "dirichlet", 4)
 
 
-def test_when_local_dp_then_dp_batch_size_sets_the_local_steps():
+def test_when_local_dp_then_its_own_steps_and_batch_set_the_local_steps():
     from common.recommender import planned_steps
 
-    plain = RunConfig(batch_size=8, dp_batch_size=64, local_epochs=2)
+    plain = RunConfig(batch_size=8, dp_batch_size=64, local_epochs=2, dp_local_steps=0)
     private = plain.replace(dp="local")
-    assert (plain.train_batch_size, private.train_batch_size) == (8, 64)
     assert (planned_steps(143, plain), planned_steps(143, private)) == (2 * 18, 2 * 3)
+    assert planned_steps(143, private.replace(dp_batch_size=0)) == 2  # every user in every step
     assert planned_steps(143, private.replace(local_steps=5)) == 5
+    assert planned_steps(143, private.replace(dp_local_steps=7, local_steps=5)) == 7
+    assert planned_steps(143, plain.replace(dp_local_steps=7)) == 2 * 18  # only under local DP
+
+
+def test_when_dp_trains_item_bias_without_item_table_then_error_names_the_fix():
+    with pytest.raises(ConfigError, match="`dp-train` needs `item-embeddings` = true"):
+        RunConfig(dp="local", item_embeddings=False)
+    assert RunConfig(dp="local", item_embeddings=False, dp_train="all").dp_train == "all"
 
 
 def test_when_set_lacks_equals_then_error():

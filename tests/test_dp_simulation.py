@@ -14,9 +14,9 @@ from server.simulation import simulate
 @pytest.fixture(scope="module")
 def dp_runs(tiny_bert, tmp_path_factory, stores_root):
     cfg = RunConfig(model_path=str(tiny_bert), embed_dim=16, max_profile_tokens=48, max_item_tokens=16,
-                    num_clients=3, num_rounds=3, local_steps=4, patience=0, device="cpu",
+                    num_clients=3, num_rounds=3, patience=0, device="cpu",
                     run_dir=str(tmp_path_factory.mktemp("dp-runs")), stores_dir=str(stores_root),
-                    dp="local", noise_multiplier=2.0, target_epsilon=0.42, dp_batch_size=8)
+                    dp="local", noise_multiplier=2.0, target_epsilon=0.42, dp_batch_size=8, dp_local_steps=4)
     ledgers = [ledger_path(device_files(cfg, p)[0]) for p in range(cfg.num_clients)]
     for path in ledgers:
         path.unlink(missing_ok=True)
