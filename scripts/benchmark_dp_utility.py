@@ -48,12 +48,12 @@ def render(results: dict) -> str:
              f"{d.get('max-grad-norm', 1.0)}, delta = 1/(10 x users on the client), noise calibrated once for "
              "the planned rounds, RDP accountant; each DP setting starts from fresh ledgers. Upload bytes "
              "are per client per round as sent.", "",
-             "| setting | epsilon spent (max client) | noise multiplier | best round | NDCG@10 | HR@10 | upload bytes "
-             "| minutes |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| setting | recipe | epsilon spent (max client) | noise multiplier | best round | NDCG@10 | HR@10 "
+             "| upload bytes | minutes |",
+             "|---|---|---|---|---|---|---|---|---|"]
     base = results["runs"].get("no DP")
     for name, r in results["runs"].items():
-        lines.append(f"| {name} | {r['epsilon'] if r['epsilon'] is not None else '-'} | "
+        lines.append(f"| {name} | {_recipe(r, name)} | {r['epsilon'] if r['epsilon'] is not None else '-'} | "
                      f"{r.get('noise-multiplier') or '-'} | {r.get('best-round', '?')} | {r['test']['ndcg@10']:.4f} | "
                      f"{r['test']['hr@10']:.4f} | {r.get('upload-bytes') or 0:,.0f} | {r['seconds'] / 60:.1f} |")
     if base:
@@ -67,6 +67,19 @@ def render(results: dict) -> str:
         lines.append("- Best round 0 means that no trained round beat the untrained model (the zero-shot start) "
                      "on validation, so the test row scores the untrained model.")
     return "\n".join(lines)
+
+
+def _recipe(run: dict, name: str) -> str:
+    """How a row was trained, so rows measured under older defaults say so."""
+    r = run.get("recipe")
+    if r is None:
+        return "?"
+    model = "" if r.get("item-offsets", True) else " (model before item offsets)"
+    if name.startswith("no DP"):
+        return f"plain{model}"
+    batch = r["dp-batch-size"] or "all users"
+    steps = f"{r['dp-local-steps']} steps" if r.get("dp-local-steps") else "1 epoch"
+    return f"{r['dp-train']}, batch {batch}, {steps}, lr {r['dp-learning-rate']:g}{model}"
 
 
 def main() -> None:
@@ -126,6 +139,9 @@ def main() -> None:
                                  "noise-multiplier": rows and round(rows[-1]["train-noise-multiplier"], 3),
                                  "upload-bytes": rounds and rounds[-1]["upload-bytes-per-client"],
                                  "best-round": summary["best-round"],
+                                 "recipe": {**{k: cfg.to_dict()[k] for k in ("dp-train", "dp-batch-size",
+                                                                            "dp-local-steps", "dp-learning-rate")},
+                                            "item-offsets": True},
                                  "run": str(run)}
         path.write_text(json.dumps(results, indent=2))
         replace_section(OUT / "results.md", "DP utility (issue 4)", render(results))

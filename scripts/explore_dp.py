@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from common.cli import build_config  # noqa: E402
 from common.model import mean_pool  # noqa: E402
+from common.report_md import replace_section  # noqa: E402
 from common.recommender import Recommender  # noqa: E402
 from common.run_data import RunData  # noqa: E402
 from common.text import profile_text  # noqa: E402
@@ -46,6 +47,7 @@ SETTINGS = [("heads", 64, 3, "adam", 0.03), ("heads", 0, 1, "adam", 0.03), ("hea
             ("table+bias", 0, 10, "adam", 0.1), ("table+bias", 0, 10, "sgd", 100.0),
             ("bias", 0, 1, "adam", 0.3), ("bias", 0, 10, "sgd", 100.0), ("bias", 0, 10, "adam", 1.0),
             ("bias", 0, 10, "adam", 2.0), ("bias", 0, 10, "adam", 3.0), ("bias", 0, 20, "adam", 3.0)]
+SECTION = "DP what-if exploration (issue 4)"
 log = logging.getLogger("explore-dp")
 
 
@@ -196,14 +198,73 @@ class Explorer:
                 "noise-multiplier": round(sum(sigmas) / len(sigmas), 3) if sigmas else None}
 
 
+def popularity_prior(explorer: Explorer) -> dict:
+    """A ceiling for what the offsets can carry: the zero-shot model plus the exact (non-private)
+    training popularity, beta x log(1 + count), beta chosen on validation."""
+    counts = torch.zeros(len(explorer.rd.catalogue))
+    for user in explorer.users:
+        for review in explorer.rd.split.train[user]:
+            counts[explorer.rd.catalogue.index[review.item_id]] += 1
+    rows = []
+    for beta in (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0):
+        p = {**explorer.initial(), "bias": beta * torch.log1p(counts)}
+        rows.append({"beta": beta, "valid": explorer.evaluate(p, "valid"), "test": explorer.evaluate(p, "test")})
+    return max(rows, key=lambda r: r["valid"])
+
+
+def render(results: dict) -> str:
+    """The results.md section."""
+    a = results["args"]
+    prior = results.get("popularity-prior")
+    lines = [f"Command: `python scripts/explore_dp.py` (2-core CPU; about 10 minutes, 3 of them to cache the "
+             f"profile vectors). Real data, {a['clients']} IID clients, {a['rounds']} rounds, client epsilon "
+             f"{a['epsilon']:g} (delta 1/(10 x users), RDP), clip 1.0, seed 0. A what-if model, not the product: the "
+             "BERT tower is frozen with LoRA off, profiles are cached, per-example gradients are computed with "
+             "torch.func, and one random training example per user is drawn per step (the product's "
+             "`dp-train = item-bias` averages over all of a user's examples instead). Validation and test are "
+             "on every user; test is at the best validation round. 'heads' = both projections + item vectors "
+             "(about 214,000 numbers); 'table' = item vectors (115,200); 'bias' = per-item offsets (900).", "",
+             f"| setting (epsilon {a['epsilon']:g} unless no DP) | noise multiplier | best round "
+             "| valid NDCG@10 by round | test NDCG@10 |", "|---|---|---|---|---|"]
+    lines += [f"| {r['setting']} | {r['noise-multiplier'] or '-'} | {r['best-round']} | {r['valid-by-round']} | "
+              f"{r['test']:.4f} |" for r in results["rows"]]
+    utility = OUT / "dp_utility.json"  # the product's no-DP federation, from benchmark_dp_utility.py
+    no_dp = json.loads(utility.read_text())["runs"]["no DP"]["test"]["ndcg@10"] if utility.is_file() else None
+    if prior and no_dp:
+        lines += ["", f"- Ceiling for the offsets: the zero-shot model plus the exact, non-private training "
+                      f"popularity (beta x log(1 + count), beta {prior['beta']:g} chosen on validation) scores test "
+                      f"NDCG@10 **{prior['test']:.4f}**, {prior['test'] / no_dp:.1%} of the product's no-DP "
+                      f"federation ({no_dp:.4f}, \"DP utility\"), before any noise: the most that DP on the "
+                      "offsets alone can approach."]
+    lines += ["- Noise swamps anything large: training the projections and item vectors ('heads') stays within "
+              "0.003 of the untrained start (0.0217 here); adding the offsets to them reaches at most 0.031, "
+              "while the 900 offsets alone, with every user in every step and 10 steps per round, reach "
+              "0.031-0.037. That is why `dp-train` defaults to `item-bias`."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epsilon", type=float, default=8.0)
+    parser.add_argument("--render-only", action="store_true", help="rewrite results.md from the JSON")
+    parser.add_argument("--prior-only", action="store_true",
+                        help="only the exact-popularity ceiling (no training); keeps the saved rows")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    path = OUT / "dp_explore.json"
+    if args.render_only:
+        replace_section(OUT / "results.md", SECTION, render(json.loads(path.read_text())))
+        return
     explorer = Explorer(args.clients)
+    prior = popularity_prior(explorer)
+    print(f"zero-shot + exact popularity prior (no DP, beta {prior['beta']:g} on validation): "
+          f"valid NDCG@10 {prior['valid']:.4f}, test NDCG@10 {prior['test']:.4f}")
+    if args.prior_only:
+        if path.is_file():
+            path.write_text(json.dumps({**json.loads(path.read_text()), "popularity-prior": prior}, indent=2))
+        return
     rows = []
     runs = [("heads, no DP", "heads", 8, 18, "adam", 2e-3, None)] + [
         (f"{g}, batch {b or 'all'}, {s} steps, {o} {lr:g}", g, b, s, o, lr, args.epsilon) for g, b, s, o, lr in SETTINGS]
@@ -212,12 +273,10 @@ def main() -> None:
         r = explorer.federate(group, batch=batch, steps=steps, opt=opt, lr=lr, epsilon=eps, rounds=args.rounds)
         rows.append({"setting": name, **r, "seconds": round(time.perf_counter() - started, 1)})
         log.info("%s: %s", name, rows[-1])
-    (OUT / "dp_explore.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
-    lines = ["| setting (epsilon %g unless no DP) | noise multiplier | best round | valid NDCG@10 by round | test NDCG@10 |"
-             % args.epsilon, "|---|---|---|---|---|"]
-    lines += [f"| {r['setting']} | {r['noise-multiplier'] or '-'} | {r['best-round']} | {r['valid-by-round']} | "
-              f"{r['test']:.4f} |" for r in rows]
-    print("\n".join(lines))
+    path.write_text(json.dumps({"args": vars(args), "rows": rows, "popularity-prior": prior}, indent=2))
+    results = json.loads(path.read_text())
+    replace_section(OUT / "results.md", SECTION, render(results))
+    print(render(results))
 
 
 if __name__ == "__main__":
