@@ -96,28 +96,28 @@ class FrozenTowers:
             vectors = torch.cat([recommender._encode(profiles[start:start + 64])
                                  for start in range(0, len(profiles), 64)])
         self.model.train(was_training)
-        self.vectors = list(vectors.split([len(e) for e in examples]))
-        self.targets = [torch.tensor([catalogue.index[t] for _, t in user], device=vectors.device)
-                        for user in examples]
-        self.seen = [catalogue.rows(r.item_id for r in split.train[u]) for u in users]
+        # Padded once for the round: [users, examples, ...]; target -100 marks padding.
+        counts = [len(e) for e in examples]
+        self.counts = torch.tensor(counts)
+        self.vectors = torch.zeros(len(users), max(counts), vectors.shape[1], device=vectors.device)
+        self.targets = torch.full((len(users), max(counts)), -100, dtype=torch.long, device=vectors.device)
+        self.mask = torch.zeros(len(users), max(counts), self.items.shape[0], dtype=torch.bool,
+                                device=vectors.device)
+        for row, (user, own) in enumerate(zip(users, vectors.split(counts), strict=True)):
+            n = counts[row]
+            self.vectors[row, :n] = own
+            self.targets[row, :n] = torch.tensor([catalogue.index[t] for _, t in examples[row]])
+            self.mask[row, :n, catalogue.rows(r.item_id for r in split.train[user])] = True  # not negatives
+            self.mask[row, torch.arange(n), self.targets[row, :n]] = False
 
     def loss(self, index: list[int]) -> torch.Tensor:
         """Mean over the users in ``index`` of each user's mean cross-entropy."""
-        count = max(len(self.targets[i]) for i in index)
-        dim, items = self.items.shape[1], self.items.shape[0]
-        device = self.items.device
-        users = torch.zeros(len(index), count, dim, device=device)
-        targets = torch.full((len(index), count), -100, dtype=torch.long, device=device)
-        mask = torch.zeros(len(index), count, items, dtype=torch.bool, device=device)
-        for row, i in enumerate(index):
-            n = len(self.targets[i])
-            users[row, :n], targets[row, :n] = self.vectors[i], self.targets[i]
-            mask[row, :n, self.seen[i]] = True  # the user's other items are not negatives
-            mask[row, torch.arange(n), self.targets[i]] = False
+        count = int(self.counts[index].max())
+        users, targets = self.vectors[index, :count], self.targets[index, :count]
         logits = self.model.item_bias(torch.einsum("bpd,nd->bpn", users, self.items) / self.model.temperature)
-        logits = logits.masked_fill(mask, float("-inf"))
+        logits = logits.masked_fill(self.mask[index, :count], float("-inf"))
         per_example = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, items), targets.reshape(-1), ignore_index=-100, reduction="none"
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="none"
         ).reshape(len(index), count)
         return (per_example.sum(1) / (targets >= 0).sum(1)).mean()
 

@@ -172,20 +172,16 @@ class Recommender:
                                        batch["attention_mask"].to(self.device), history)
 
 
-def _example(reviews: list[Review], mode: str, rng: random.Random) -> tuple[list[Review], str]:
-    """(profile reviews, target item) for one user; ``reviews`` are in time order."""
-    if mode == "next-item" and len(reviews) > 1:
-        position = rng.randrange(1, len(reviews))
-        return reviews[:position], reviews[position].item_id
-    position = rng.randrange(len(reviews))
-    return reviews[:position] + reviews[position + 1:], reviews[position].item_id
-
-
 def all_examples(reviews: list[Review], mode: str) -> list[tuple[list[Review], str]]:
-    """Every (profile reviews, target item) that :func:`_example` can draw for one user."""
+    """Every (profile reviews, target item) one user offers; ``reviews`` are in time order."""
     if mode == "next-item" and len(reviews) > 1:
         return [(reviews[:p], reviews[p].item_id) for p in range(1, len(reviews))]
     return [(reviews[:p] + reviews[p + 1:], reviews[p].item_id) for p in range(len(reviews))]
+
+
+def _example(reviews: list[Review], mode: str, rng: random.Random) -> tuple[list[Review], str]:
+    """One of :func:`all_examples`, drawn uniformly."""
+    return rng.choice(all_examples(reviews, mode))
 
 
 def _held_out(split: Split, target: str) -> dict[str, Review]:

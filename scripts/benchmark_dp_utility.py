@@ -29,6 +29,7 @@ from common.report_md import replace_section  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "amazon-musical-instruments-2014"
 OUT = ROOT / "benchmarks"
+DP_RECIPE = ("dp-train", "dp-batch-size", "dp-local-steps", "dp-learning-rate")  # how a DP row trained
 log = logging.getLogger("benchmark")
 
 
@@ -126,9 +127,9 @@ def main() -> None:
         # design, and a ledger spent at epsilon 8 would (rightly) refuse an epsilon 1 run.
         for ledger in Path(cfg.stores_dir).glob("*/*.ledger"):
             ledger.unlink()
-        results["defaults"] = {k: cfg.to_dict()[k] for k in ("batch-size", "learning-rate", "dp-train",
-                                                             "dp-batch-size", "dp-local-steps",
-                                                             "dp-learning-rate", "max-grad-norm")}
+        settings = cfg.to_dict()
+        recipe = {k: settings[k] for k in DP_RECIPE}
+        results["defaults"] = {**recipe, **{k: settings[k] for k in ("batch-size", "learning-rate", "max-grad-norm")}}
         started = time.perf_counter()
         run = simulate(cfg, run_name=time.strftime(f"dp-utility-{re.sub('[^A-Za-z0-9]+', '-', name)}-%Y%m%d-%H%M%S"))
         summary = json.loads((run / "summary.json").read_text())
@@ -139,9 +140,7 @@ def main() -> None:
                                  "noise-multiplier": rows and round(rows[-1]["train-noise-multiplier"], 3),
                                  "upload-bytes": rounds and rounds[-1]["upload-bytes-per-client"],
                                  "best-round": summary["best-round"],
-                                 "recipe": {**{k: cfg.to_dict()[k] for k in ("dp-train", "dp-batch-size",
-                                                                            "dp-local-steps", "dp-learning-rate")},
-                                            "item-offsets": True},
+                                 "recipe": {**recipe, "item-offsets": True},
                                  "run": str(run)}
         path.write_text(json.dumps(results, indent=2))
         replace_section(OUT / "results.md", "DP utility (issue 4)", render(results))

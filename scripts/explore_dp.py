@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from common.cli import build_config  # noqa: E402
 from common.model import mean_pool  # noqa: E402
 from common.report_md import replace_section  # noqa: E402
-from common.recommender import Recommender  # noqa: E402
+from common.recommender import Recommender, all_examples  # noqa: E402
 from common.run_data import RunData  # noqa: E402
 from common.text import profile_text  # noqa: E402
 
@@ -91,10 +91,10 @@ class Explorer:
         users, targets, texts, full = [], [], [], []
         for row, user in enumerate(self.users):
             reviews = split.train[user]
-            for p in range(1, len(reviews)):
+            for profile, target in all_examples(reviews, cfg.training_targets):  # the product's examples
                 users.append(row)
-                targets.append(cat.index[reviews[p].item_id])
-                texts.append(profile_text(reviews[:p], cat.items, style=cfg.profile_style))
+                targets.append(cat.index[target])
+                texts.append(profile_text(profile, cat.items, style=cfg.profile_style))
             full.append(profile_text(reviews, cat.items, style=cfg.profile_style))
 
         def encode(batch_texts):

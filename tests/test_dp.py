@@ -135,7 +135,7 @@ def test_when_item_bias_trains_then_each_users_clipped_gradient_is_their_own(tin
     with torch.no_grad():
         recommender.model.item_bias.weight.normal_()
     towers = FrozenTowers(recommender, data.users[:3], data.split)
-    assert all(len(t) >= 2 for t in towers.targets)  # several examples per user, one gradient
+    assert bool((towers.counts >= 2).all())  # several examples per user, one gradient
     with only_training(recommender.model, "item-bias") as (bias,):
         wrapped = GradSampleModule(recommender.model.train())
         try:
