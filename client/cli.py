@@ -1,7 +1,8 @@
 """``privrec client ...``: what a device owner runs on their own machine.
 
-prepare            raw reviews -> anonymised, pseudonymised, encrypted local store
-inspect            what a store holds (counts only), after unlocking it
+prepare            raw reviews -> anonymised, pseudonymised, encrypted local store (+ ledger, policy)
+inspect            what a store holds (counts only) and what it has spent, after unlocking it
+policy             show and check a device privacy policy, or write the strict default one
 change-passphrase  re-encrypt a store under a new passphrase or key file, safely
 new-key            make a random key file (an alternative to a passphrase)
 
@@ -20,12 +21,14 @@ from rich.console import Console
 from rich.table import Table
 
 from client.encryption import EncryptionError, KdfSettings, make_key_file, read_header
+from client.policy import PrivacyPolicy, policy_path
+from client.privacy_ledger import LedgerKey, PrivacyLedger, ledger_path
 from client.secrets import resolve_secret
 from client.store import LocalStore, StoreError
 from common.data import DataError
 
-app = typer.Typer(help="On-device commands: prepare, inspect and re-key the encrypted local store.",
-                  no_args_is_help=True)
+app = typer.Typer(help="On-device commands: prepare, inspect and re-key the encrypted local store; "
+                  "set its privacy policy.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 log = logging.getLogger("privrec")
 console = Console(stderr=True)
 
@@ -84,6 +87,8 @@ def prepare(
     except ERRORS as err:
         _fail(err)
     _print_metadata(meta.public(), title=f"prepared {out}")
+    console.print(f"privacy ledger: {ledger_path(out)}; privacy policy: {policy_path(out)} (review it: "
+                  "the client refuses runs that ask for less)", highlight=False)
 
 
 @app.command()
@@ -94,20 +99,47 @@ def inspect(
     key_file: Optional[str] = KEY_FILE,
     as_json: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
 ) -> None:
-    """Unlock a store and show its metadata: anonymiser, PII counts, users, reviews (no text)."""
+    """Unlock a store and show its metadata (anonymiser, PII counts, users, reviews; no text), its
+    privacy policy and what its ledger says it has spent."""
     try:
         header = read_header(store)
         secret = resolve_secret(passphrase_file=passphrase_file, passphrase_env=passphrase_env,
                                 key_file=key_file, prompt=True)
-        meta = LocalStore.open(store, secret).metadata.public()
+        metadata = LocalStore.open(store, secret).metadata
+        meta = metadata.public()
+        policy = PrivacyPolicy.load(policy_path(store))
+        ledger = PrivacyLedger.open(store, LedgerKey.of_store(metadata.pseudonym_key))
     except ERRORS as err:
         _fail(err)
+    meta["privacy-policy"] = policy.to_dict()
+    meta["privacy-spent"] = {"epsilon": round(ledger.epsilon(policy), 4), "delta": policy.delta,
+                             "budget": policy.epsilon_budget, "releases": len(ledger.events),
+                             "rounds-without-dp": ledger.rounds_without_dp, "ledger-version": ledger.version}
     meta["encryption"] = {"format-version": header.version, "kdf": header.kdf_name,
                           "kdf-params": header.kdf_params, "chunk-size": header.chunk_size}
     if as_json:
         typer.echo(json.dumps(meta, indent=2))
     else:
         _print_metadata(meta, title=str(store))
+
+
+@app.command()
+def policy(
+    path: Path = typer.Argument(..., help="A policy file (`<store>.policy.toml` beside a store)."),
+    write: bool = typer.Option(False, "--write", help="Write the strict default policy to PATH."),
+    force: bool = typer.Option(False, "--force", help="With --write: replace an existing policy file."),
+) -> None:
+    """Show and check a device's privacy policy, or write the strict default one to edit."""
+    try:
+        if write:
+            PrivacyPolicy().write(path, force=force)
+        chosen = PrivacyPolicy.load(path)
+    except ERRORS as err:
+        _fail(err)
+    table = Table(title=f"{path}: {chosen.describe()}", show_header=False)
+    for key, value in chosen.to_dict().items():
+        table.add_row(key, str(value))
+    Console().print(table)
 
 
 @app.command("change-passphrase")
@@ -121,7 +153,10 @@ def change_passphrase(
     new_key_file: Optional[str] = typer.Option(None, "--new-key-file", help="New key file instead of a passphrase."),
     kdf: str = typer.Option("argon2id", "--kdf", help=KDF_HELP),
 ) -> None:
-    """Re-encrypt a store under a new secret; the old file stays until the new one is verified."""
+    """Re-encrypt a store under a new secret; the old file stays until the new one is verified.
+
+    The store's privacy ledger stays valid: its key comes from the store's content, not from
+    the passphrase."""
     from client.encryption import change_secret
 
     try:

@@ -1,9 +1,19 @@
 """DP-SGD on the client (Opacus): per-user clipping and Gaussian noise on the adapter's gradients.
 
 The unit protected is one user: one training example is one user (their target item and
-profile are drawn from their own reviews only), and users are Poisson-sampled with rate
-q = 1 / ceil(users / dp-batch-size) per step (q = 1 when dp-batch-size is 0: every user, every
-step), so the guarantee covers everything a user wrote on this client.
+profile are drawn from their own reviews only), and users are Poisson-sampled with the public
+rate q = ``dp-sample-rate`` per step (1.0: every user, every step), so the guarantee covers
+everything a user wrote on this client.
+
+Guarantee against a curious server: every random choice of the mechanism (the Gaussian noise,
+the Poisson sample, the example drawn per user) comes from the operating system's entropy, so
+knowing the run config, the seed, the node id and the round does not let anyone replay the
+noise. The released quantity is the noisy *sum* of clipped per-user gradients (Opacus's
+normalisation by the expected batch, which would scale with the private user count, is set to
+1; Adam is invariant to that scale). Nothing in a DP reply depends on the data except through
+this mechanism: see :func:`client.client_app.train_locally`. Not covered: floating-point
+attacks on the Gaussian sampler (Opacus's ``secure_mode`` needs torchcsprng, which has no build
+for this torch); the seed of each round's generator is 64 bits of OS entropy.
 
 What DP-SGD trains is ``dp-train``: with 'item-bias' only the per-item score offsets take
 gradients (everything else is frozen for the round and sent back unchanged), so the same noise
@@ -11,8 +21,7 @@ spreads over 900 coordinates instead of about 240,000. On clients of ~100 users 
 difference between learning the item prior and a random walk (``benchmarks/results.md``, "DP
 utility"). Per-example gradients come from Opacus's hooks; when the item tower trains it runs
 once per example so that its layers have them too. A fresh PrivacyEngine is built each round;
-its accountant's history goes into the client's persistent
-:class:`~client.privacy_ledger.PrivacyLedger`.
+the ledger (:class:`~client.privacy_ledger.PrivacyLedger`) records (noise, rate, steps).
 """
 
 from __future__ import annotations
@@ -20,14 +29,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
 from typing import Sequence
 
 import numpy as np
 import torch
 from opacus import PrivacyEngine
+from opacus.accountants.utils import get_noise_multiplier
+from opacus.data_loader import DPDataLoader
 from opacus.grad_sample import register_grad_sampler
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from common.model import ItemBias, ItemTable
 from common.recommender import Recommender, TrainResult, all_examples
@@ -51,9 +63,45 @@ def _item_bias_grad_sample(layer: ItemBias, activations, backprops: torch.Tensor
     return {layer.weight: backprops.reshape(backprops.shape[0], -1, backprops.shape[-1]).sum(1)}
 
 
-def sample_rate(num_users: int, batch_size: int) -> float:
-    """Poisson sampling rate of one user per step (what Opacus's DP data loader uses); 0 = all."""
-    return 1.0 if batch_size == 0 else 1.0 / math.ceil(num_users / batch_size)
+def secure_generator() -> torch.Generator:
+    """A torch generator seeded from 64 bits of OS entropy: nothing in any config can replay it."""
+    return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+
+
+def secure_random() -> random.Random:
+    """Python's generator over the OS's entropy source (for DP's own random choices)."""
+    return random.SystemRandom()
+
+
+def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, steps: int,
+                    accountant: str, reserved: Sequence[tuple[float, float, int]] = ()) -> float:
+    """The noise multiplier that spends ``target_epsilon`` at ``delta`` over ``steps`` DP-SGD steps
+    at ``sample_rate``, leaving room for the ``reserved`` releases (e.g. the run's noised
+    evaluations). Every argument is public, so the result is too.
+
+    Without reservations this is Opacus's own search; with them, the same bisection over the
+    composed history. Raises ValueError when the reservations alone spend the target.
+    """
+    if not reserved:
+        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                          sample_rate=sample_rate, steps=steps, accountant=accountant))
+    from client.privacy_ledger import ACCOUNTANTS
+
+    def epsilon(sigma: float) -> float:
+        acc = ACCOUNTANTS[accountant]()
+        acc.history = [(sigma, sample_rate, steps), *reserved]
+        return float(acc.get_epsilon(delta=delta))
+
+    low, high = 0.0, 1.0
+    while epsilon(high) > target_epsilon:
+        low, high = high, 2 * high
+        if high > 1e4:
+            raise ValueError(f"the reserved releases alone spend more than epsilon {target_epsilon:g}; "
+                             "lower the evaluation noise's cost or raise the target")
+    while high - low > 0.005:  # Opacus's own search stops at the same scale (epsilon within 0.01)
+        middle = (low + high) / 2
+        low, high = (middle, high) if epsilon(middle) > target_epsilon else (low, middle)
+    return high
 
 
 @contextlib.contextmanager
@@ -122,41 +170,46 @@ class FrozenTowers:
         return (per_example.sum(1) / (targets >= 0).sum(1)).mean()
 
 
-def train_private(recommender: Recommender, users: Sequence[str], split: Split, *, rng: random.Random,
-                  steps: int, noise_multiplier: float, max_grad_norm: float,
-                  accountant: str) -> tuple[TrainResult, list[tuple[float, float, int]]]:
-    """``steps`` DP-SGD steps over ``users``; returns loss statistics and the accountant history."""
+def train_private(recommender: Recommender, users: Sequence[str], split: Split, *, steps: int,
+                  noise_multiplier: float, max_grad_norm: float,
+                  sample_rate: float) -> tuple[TrainResult, list[tuple[float, float, int]]]:
+    """``steps`` DP-SGD steps over ``users``; returns loss statistics (for the device's own log,
+    never sent under DP) and the accountant entries [(noise multiplier, sample rate, steps)]."""
     cfg = recommender.cfg
     users = [u for u in users if split.train.get(u)]
     if not users:
         raise ValueError("no users with training reviews on this client; nothing to train.")
+    if not 0 < sample_rate <= 1:
+        raise ValueError(f"`dp-sample-rate` should be in (0, 1], got {sample_rate!r}.")
     with only_training(recommender.model, cfg.dp_train) as params:
-        losses, seen, history = _dp_sgd(recommender, params, users, split, rng=rng, steps=steps,
-                                        noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
-                                        accountant=accountant)
+        losses, seen = _dp_sgd(recommender, params, users, split, steps=steps, sample_rate=sample_rate,
+                               noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm)
     real = [x for x in losses if not math.isnan(x)] or [float("nan")]
     log.info("DP-SGD (%s): %d steps, noise multiplier %.3f, clip %.2f, sample rate %.4f, loss %.4f -> %.4f",
-             cfg.dp_train, len(losses), noise_multiplier, max_grad_norm,
-             sample_rate(len(users), cfg.dp_batch_size), real[0], real[-1])
-    return TrainResult(num_examples=len(users), steps=len(losses), examples_seen=seen,
-                       mean_loss=float(np.mean(real)), first_loss=real[0], last_loss=real[-1]), history
+             cfg.dp_train, len(losses), noise_multiplier, max_grad_norm, sample_rate, real[0], real[-1])
+    result = TrainResult(num_examples=len(users), steps=len(losses), examples_seen=seen,
+                         mean_loss=float(np.mean(real)), first_loss=real[0], last_loss=real[-1])
+    return result, [(float(noise_multiplier), float(sample_rate), len(losses))]
 
 
 def _dp_sgd(recommender: Recommender, params: list[torch.nn.Parameter], users: list[str], split: Split, *,
-            rng: random.Random, steps: int, noise_multiplier: float, max_grad_norm: float,
-            accountant: str) -> tuple[list[float], int, list[tuple[float, float, int]]]:
-    """The Opacus loop: a fresh engine, ``steps`` Poisson-sampled steps; losses, users seen, history."""
+            steps: int, sample_rate: float, noise_multiplier: float,
+            max_grad_norm: float) -> tuple[list[float], int]:
+    """The Opacus loop: a fresh engine, ``steps`` Poisson-sampled steps; losses and users seen."""
     cfg, model = recommender.cfg, recommender.model
+    rng = secure_random()
     optimiser = torch.optim.AdamW(params, lr=cfg.dp_learning_rate, weight_decay=cfg.weight_decay)
-    generator = torch.Generator().manual_seed(rng.randrange(2**31))
-    loader = DataLoader(TensorDataset(torch.arange(len(users))), batch_size=cfg.dp_batch_size or len(users),
-                        generator=generator)
+    # Poisson sampling at the public rate, from OS entropy (no Opacus re-wrapping: poisson_sampling=False).
+    loader = DPDataLoader(TensorDataset(torch.arange(len(users))), sample_rate=sample_rate,
+                          generator=secure_generator())
     towers = FrozenTowers(recommender, users, split) if cfg.dp_train == "item-bias" else None
-    engine = PrivacyEngine(accountant=accountant)
+    engine = PrivacyEngine(accountant="rdp")  # its own accountant is unused: the ledger accounts
     model.train()
     module, optimiser, loader = engine.make_private(
         module=model, optimizer=optimiser, data_loader=loader, noise_multiplier=noise_multiplier,
-        max_grad_norm=max_grad_norm, poisson_sampling=True, grad_sample_mode="hooks")
+        max_grad_norm=max_grad_norm, poisson_sampling=False, grad_sample_mode="hooks",
+        noise_generator=secure_generator())
+    optimiser.expected_batch_size = 1  # release the noisy sum: no division by the private user count
     losses: list[float] = []
     seen = 0
     try:
@@ -182,4 +235,4 @@ def _dp_sgd(recommender: Recommender, params: list[torch.nn.Parameter], users: l
                 losses.append(float(loss.detach()))
     finally:
         module._close()  # remove Opacus's hooks: the model is used for plain ranking afterwards
-    return losses, seen, [tuple(h) for h in engine.accountant.history]
+    return losses, seen

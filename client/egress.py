@@ -1,10 +1,19 @@
 """The egress guard: the last check on everything a ClientApp sends to the server.
 
-Guarantee: a reply leaves the client only if it holds (a) for a train instruction, exactly
-the adapter tensors the server sent (same names, same shapes, float dtype), and (b) numeric
-metrics with known names, one finite number each. Strings, lists, config records, extra
-tensors or per-user data are refused before sending: the reply becomes an error and nothing
-of its content goes out. It runs as a Flower mod around every handler of the ClientApp.
+Guarantee: a reply leaves the client only if it holds
+
+(a) for a train instruction, exactly the tensors the server sent (same names, same shapes,
+    float dtype), and, when the round froze some of them (local DP training only the item
+    offsets), those unchanged bit for bit;
+(b) numeric metrics with known names, one finite number each; under local DP only the two
+    that depend on no user (a uniform weight and the epsilon spent), so no loss, count, step
+    or timing travels beside the noised tensors.
+
+Anything else, including every error reply and every exception raised by a handler, becomes an
+error reply with one of the fixed codes of :mod:`common.records` and its fixed reason: no free
+text, paths, ids, metric names or exception messages reach the server. What went wrong is
+logged on the device (exception type and, for PrivRec's own errors, their message; a
+traceback only at debug level). It runs as a Flower mod around every handler of the ClientApp.
 """
 
 from __future__ import annotations
@@ -14,86 +23,144 @@ import math
 import re
 from typing import Callable
 
+import numpy as np
 from flwr.app import ArrayRecord, Context, Error, Message, MessageType, MetricRecord
 
+from client.encryption import EncryptionError
+from client.local_training import BadRequest
+from client.policy import PolicyError, PolicyRefusal
+from client.privacy_ledger import BudgetExhausted, LedgerError
+from client.store import StoreError
 from common import records
+from common.config import RunConfig
 
 log = logging.getLogger(__name__)
 
-EGRESS_REFUSED = 4101  # error code of a reply the guard stopped (Flower's own codes are < 1000)
-
-
 TRAIN_METRICS = frozenset({records.NUM_EXAMPLES, records.NUM_STEPS, records.EXAMPLES_SEEN,
                            records.TRAIN_LOSS, records.TRAIN_LOSS_FIRST, records.TRAIN_LOSS_LAST,
-                           records.TRAIN_SECONDS, records.EPSILON, records.DELTA,
-                           records.NOISE_MULTIPLIER, records.UNIFORM_WEIGHT})
-EVALUATE_METRICS = frozenset({records.NUM_EXAMPLES, records.EVAL_USERS, records.EVAL_SECONDS, "mrr"})
+                           records.TRAIN_SECONDS, records.UNIFORM_WEIGHT})
+DP_TRAIN_METRICS = frozenset({records.UNIFORM_WEIGHT, records.EPSILON})
+EVALUATE_METRICS = frozenset({records.EVAL_USERS, "mrr"})
 _RANKING_METRIC = re.compile(r"(?:hr|ndcg)@\d{1,3}")
 ALLOWED_DTYPES = frozenset({"float32", "float16", "bfloat16"})
+FROZEN_UNDER_ITEM_BIAS_DP = "item_bias."  # the only tensors DP-SGD may change with dp-train = 'item-bias'
+
 
 
 class EgressError(RuntimeError):
     """A reply would send something outside the agreed allow-list; it was not sent."""
 
 
-def check_reply(request: Message, reply: Message) -> None:
-    """Raise :class:`EgressError` unless ``reply`` to ``request`` is within the allow-list."""
+# PrivRec's own errors, whose messages it wrote itself (logged on the device), and their codes.
+_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (EgressError, records.EGRESS_REFUSED), (BudgetExhausted, records.BUDGET_EXHAUSTED),
+    (LedgerError, records.LEDGER_UNAVAILABLE), (BadRequest, records.BAD_REQUEST),
+    (PolicyError, records.STORE_UNAVAILABLE), (StoreError, records.STORE_UNAVAILABLE),
+    (EncryptionError, records.STORE_UNAVAILABLE),
+)
+
+
+def check_reply(request: Message, reply: Message, cfg: RunConfig | None = None) -> None:
+    """Raise :class:`EgressError` unless ``reply`` to ``request`` is within the allow-list.
+
+    ``cfg`` (the run's settings) tells whether the round was DP; without it the stricter
+    training rules do not apply. Messages name what was refused by kind, never by value.
+    """
     kind = request.metadata.message_type
     content = reply.content
     allowed = {records.METRICS} | ({records.ARRAYS} if kind == MessageType.TRAIN else set())
-    extra = sorted(set(content.keys()) - allowed)
+    extra = set(content.keys()) - allowed
     if extra:
-        raise EgressError(f"refused to send a {kind} reply: record(s) {extra} are not allowed "
+        raise EgressError(f"refused a {kind} reply: {len(extra)} record(s) outside the allow-list "
                           f"(allowed: {sorted(allowed)})")
+    private = cfg is not None and cfg.dp == "local"
     if kind == MessageType.TRAIN:
-        _check_arrays(request, content.get(records.ARRAYS))
-    _check_metrics(kind, content.get(records.METRICS))
+        frozen = private and cfg.dp_train == "item-bias"
+        _check_arrays(request, content.get(records.ARRAYS), frozen=frozen)
+    names = (DP_TRAIN_METRICS if private else TRAIN_METRICS) if kind == MessageType.TRAIN else EVALUATE_METRICS
+    _check_metrics(kind, content.get(records.METRICS), names)
 
 
-def _check_arrays(request: Message, sent: object) -> None:
+def _check_arrays(request: Message, sent: object, *, frozen: bool) -> None:
     agreed = request.content.get(records.ARRAYS)
     if not isinstance(sent, ArrayRecord) or not isinstance(agreed, ArrayRecord):
-        raise EgressError("refused to send a train reply: it must hold an ArrayRecord "
+        raise EgressError("refused a train reply: it must hold an ArrayRecord "
                           f"'{records.ARRAYS}' answering the server's one")
     if set(sent.keys()) != set(agreed.keys()):
-        unknown = sorted(set(sent.keys()) - set(agreed.keys()))
-        missing = sorted(set(agreed.keys()) - set(sent.keys()))
-        raise EgressError(f"refused to send a train reply: tensor names differ from the server's "
-                          f"(unknown {unknown[:3]}, missing {missing[:3]})")
+        unknown, missing = len(set(sent.keys()) - set(agreed.keys())), len(set(agreed.keys()) - set(sent.keys()))
+        raise EgressError(f"refused a train reply: {unknown} tensor name(s) the server did not send, "
+                          f"{missing} missing")
     for name, array in sent.items():
         if tuple(array.shape) != tuple(agreed[name].shape):
-            raise EgressError(f"refused to send a train reply: tensor {name!r} has shape "
-                              f"{tuple(array.shape)}, the server's has {tuple(agreed[name].shape)}")
+            raise EgressError(f"refused a train reply: tensor {name!r} has shape {tuple(array.shape)}, "
+                              f"the server's has {tuple(agreed[name].shape)}")
         if str(array.dtype) not in ALLOWED_DTYPES:
-            raise EgressError(f"refused to send a train reply: tensor {name!r} has dtype "
-                              f"{array.dtype}; only {sorted(ALLOWED_DTYPES)} may leave")
+            raise EgressError(f"refused a train reply: tensor {name!r} has dtype {array.dtype}; only "
+                              f"{sorted(ALLOWED_DTYPES)} may leave")
+        if frozen and not name.startswith(FROZEN_UNDER_ITEM_BIAS_DP):
+            mine, theirs = array.numpy(), agreed[name].numpy().astype(array.numpy().dtype)
+            if not np.array_equal(mine, theirs):
+                raise EgressError(f"refused a train reply: tensor {name!r} was frozen this round but "
+                                  "changed")
 
 
-def _check_metrics(kind: str, metrics: object) -> None:
+def _check_metrics(kind: str, metrics: object, names: frozenset[str]) -> None:
     if metrics is None:
         return
     if not isinstance(metrics, MetricRecord):
-        raise EgressError(f"refused to send a {kind} reply: '{records.METRICS}' is not a MetricRecord")
-    names = TRAIN_METRICS if kind == MessageType.TRAIN else EVALUATE_METRICS
+        raise EgressError(f"refused a {kind} reply: '{records.METRICS}' is not a MetricRecord")
+    ranking = kind == MessageType.EVALUATE
+    unlisted = [n for n in metrics.keys() if n not in names and not (ranking and _RANKING_METRIC.fullmatch(n))]
+    if unlisted:
+        raise EgressError(f"refused a {kind} reply: {len(unlisted)} metric name(s) outside the allow-list "
+                          f"{sorted(names)}")
     for name, value in metrics.items():
-        if name not in names and not (kind == MessageType.EVALUATE and _RANKING_METRIC.fullmatch(name)):
-            raise EgressError(f"refused to send a {kind} reply: metric {name!r} is not on the "
-                              f"allow-list")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise EgressError(f"refused to send a {kind} reply: metric {name!r} must be one finite "
-                              f"number, got a {type(value).__name__}")
+            raise EgressError(f"refused a {kind} reply: metric {name!r} must be one finite number")
 
 
-def egress_guard(msg: Message, context: Context,
+def error_reply(msg: Message, code: int) -> Message:
+    """An error reply with ``code`` and its fixed reason, nothing else."""
+    if code not in records.ERROR_REASONS:
+        code = records.CLIENT_FAILED
+    return Message(error=Error(code=code, reason=records.ERROR_REASONS[code]), reply_to=msg)
+
+
+def code_of(err: BaseException) -> int:
+    """The reply code of an exception raised while handling a message."""
+    if isinstance(err, PolicyRefusal):
+        return err.code
+    return next((code for kind, code in _CODES if isinstance(err, kind)), records.CLIENT_FAILED)
+
+
+class EgressGuard:
+    """Flower mod: run the handler, then let its reply out only if :func:`check_reply` passes.
+
+    ``config`` is the run's settings when the app was built with them (simulation); otherwise
+    they are read from ``context.run_config`` (``flwr run``).
+    """
+
+    def __init__(self, config: RunConfig | None = None) -> None:
+        self.config = config
+
+    def __call__(self, msg: Message, context: Context,
                  call_next: Callable[[Message, Context], Message]) -> Message:
-    """Flower mod: run the handler, then let its reply out only if :func:`check_reply` passes;
-    otherwise send an error reply (code :data:`EGRESS_REFUSED`) with none of the content."""
-    reply = call_next(msg, context)
-    if reply.has_error():
+        kind = msg.metadata.message_type
+        try:
+            cfg = self.config or RunConfig.from_mapping(context.run_config)
+            reply = call_next(msg, context)
+            if reply.has_error():  # whatever a handler or inner mod put in it stays here
+                log.warning("%s reply: error %s, sent as its fixed reason only", kind, reply.error.code)
+                return error_reply(msg, reply.error.code)
+            check_reply(msg, reply, cfg)
+        except Exception as err:  # noqa: BLE001 - every failure must leave as a fixed code
+            code = code_of(err)
+            log.error("%s refused (code %d): %s", kind, code, str(err) if code != records.CLIENT_FAILED
+                      else f"{type(err).__name__} (details at debug level)")
+            log.debug("details of the %s failure", kind, exc_info=True)
+            return error_reply(msg, code)
         return reply
-    try:
-        check_reply(msg, reply)
-    except EgressError as err:
-        log.error("%s", err)
-        return Message(error=Error(code=EGRESS_REFUSED, reason=str(err)), reply_to=msg)
-    return reply
+
+
+egress_guard = EgressGuard()
+"""The guard for an app built without a config (it reads ``context.run_config``)."""

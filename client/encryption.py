@@ -150,6 +150,30 @@ class KdfSettings:
 _DEFAULT_PARAMS = {"argon2id": (3, 65536, 4), "scrypt": (17, 8, 1)}
 
 
+@dataclass(frozen=True)
+class KdfLimits:
+    """The costliest key derivation a reader will run for a header it has not yet verified.
+
+    A header's settings are read before the key can be checked, so a crafted file could
+    otherwise demand minutes of work and gigabytes of memory; a device's privacy policy can
+    set its own limits (``max-kdf-memory-mib``, ``max-kdf-iterations``).
+    """
+
+    max_memory_mib: int = 1024
+    max_iterations: int = 10  # argon2id passes; scrypt's parallel passes p
+
+    def check(self, kdf: KdfSettings, source: str) -> None:
+        """Raise :class:`EncryptionError` if ``kdf`` costs more than these limits allow."""
+        passes = kdf.params[0] if kdf.name == "argon2id" else kdf.params[2]
+        memory_mib = kdf.memory_bytes() >> 20
+        if memory_mib > self.max_memory_mib or passes > self.max_iterations:
+            raise EncryptionError(f"{source} asks for a costlier key derivation ({kdf.name}, {memory_mib} MiB, "
+                                  f"{passes} passes) than this device allows ({self.max_memory_mib} MiB, "
+                                  f"{self.max_iterations} passes); it was not derived. Raise "
+                                  "`max-kdf-memory-mib`/`max-kdf-iterations` in the device policy only if "
+                                  "you made this store yourself")
+
+
 def _limits(name: str, params: tuple[int, ...]) -> list[tuple[str, int, int]]:
     if name == "argon2id":
         lanes = params[2] if 1 <= params[2] <= 64 else 1
@@ -380,7 +404,9 @@ def _parse_header(raw: bytes, source: str) -> _Parsed:
     return _Parsed(raw[:HEADER_SIZE], kdf, salt, prefix, chunk_size, raw[_PREFIX.size:HEADER_SIZE])
 
 
-def _unlock(parsed: _Parsed, secret: Secret, source: str) -> AESGCM:
+def _unlock(parsed: _Parsed, secret: Secret, source: str, limits: KdfLimits | None = None) -> AESGCM:
+    if parsed.kdf is not None:
+        (limits or KdfLimits()).check(parsed.kdf, source)
     if parsed.kdf is None and secret.kind != "key-file":
         raise EncryptionError(f"{source} is locked with a key file, not a passphrase; pass --key-file")
     if parsed.kdf is not None and secret.kind == "key-file":
@@ -475,11 +501,12 @@ def _open(path: Path) -> IO[bytes]:
                               "permissions") from None
 
 
-def _open_verified(path: Path, secret: Secret) -> tuple[IO[bytes], _Parsed, AESGCM]:
+def _open_verified(path: Path, secret: Secret,
+                   limits: KdfLimits | None = None) -> tuple[IO[bytes], _Parsed, AESGCM]:
     handle = _open(path)
     try:
         parsed = _parse_header(_read(handle, HEADER_SIZE, str(path)), str(path))
-        return handle, parsed, _unlock(parsed, secret, str(path))
+        return handle, parsed, _unlock(parsed, secret, str(path), limits)
     except BaseException:
         handle.close()
         raise
@@ -543,20 +570,24 @@ def _remove_quietly(path: Path) -> None:
 
 def _write_temp(target: Path, data: bytes | Iterable[bytes], secret: Secret, kdf: KdfSettings | None,
                 chunk_size: int) -> tuple[Path, int]:
-    """Encrypt into a synced temp file beside ``target``; returns its path and size (removed on error)."""
+    """Encrypt into a synced temp file beside ``target``; returns its path and size (removed on error).
+
+    Any OS error while writing, flushing, syncing or closing (a full disk shows up at flush for
+    small files) becomes one :class:`EncryptionError` line; the target is left as it was.
+    """
     handle, tmp = _new_temp(target)
     written = 0
     try:
-        with handle:
-            for blob in _encrypt_stream(data, secret, kdf, chunk_size):
-                try:
+        try:
+            with handle:
+                for blob in _encrypt_stream(data, secret, kdf, chunk_size):
                     handle.write(blob)
-                except OSError as err:
-                    raise EncryptionError(f"cannot write {target}: {err.strerror or err}; check free space and "
-                                          "permissions of its folder") from None
-                written += len(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
+                    written += len(blob)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as err:
+            raise EncryptionError(f"cannot write {target}: {err.strerror or type(err).__name__}; check free "
+                                  "space and permissions of its folder (nothing was replaced)") from None
     except BaseException:
         _remove_quietly(tmp)
         raise
@@ -587,19 +618,20 @@ def write_encrypted(path: PathLike, data: bytes | Iterable[bytes], secret: Secre
     return written
 
 
-def iter_decrypted(path: PathLike, secret: Secret) -> Iterator[bytes]:
+def iter_decrypted(path: PathLike, secret: Secret, *, limits: KdfLimits | None = None) -> Iterator[bytes]:
     """Plaintext of ``path`` chunk by chunk, each authenticated before it is yielded.
 
-    The header and key are checked at once; damage later in the file raises when reached, so
-    trust the data only after the iteration finished without an error.
+    The header and key are checked at once (a key derivation costlier than ``limits`` is refused
+    before it runs); damage later in the file raises when reached, so trust the data only after
+    the iteration finished without an error.
     """
-    handle, parsed, aead = _open_verified(Path(path), secret)
+    handle, parsed, aead = _open_verified(Path(path), secret, limits)
     return _closing(handle, _decrypt_stream(handle, parsed, aead, str(path)))
 
 
-def read_encrypted(path: PathLike, secret: Secret) -> bytes:
+def read_encrypted(path: PathLike, secret: Secret, *, limits: KdfLimits | None = None) -> bytes:
     """The whole authenticated plaintext of ``path``."""
-    return b"".join(iter_decrypted(path, secret))
+    return b"".join(iter_decrypted(path, secret, limits=limits))
 
 
 def read_header(path: PathLike) -> Header:

@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.encryption import Secret
+from client.encryption import KdfLimits, Secret
 from client.store import LocalStore, StoreMetadata
 from common.catalogue import Catalogue
 from common.split import Split, leave_last_out
@@ -38,18 +38,27 @@ class ClientData:
         return users
 
     @classmethod
-    def load(cls, store: str | Path, secret: Secret, catalogue: Catalogue) -> "ClientData":
-        """Decrypt ``store`` into memory (cached per file version and catalogue)."""
+    def load(cls, store: str | Path, secret: Secret, catalogue: Catalogue, *,
+             kdf_limits: KdfLimits | None = None) -> "ClientData":
+        """Decrypt ``store`` into memory (cached per file version and catalogue).
+
+        Reviews of items the catalogue does not hold are left out (counted in the log): the
+        model cannot rank them, and no later step may fail on one of them.
+        """
         path = Path(store)
         stat = path.stat() if path.is_file() else None
         key = (str(path.resolve()), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0)
-        return _load(key, secret, catalogue)
+        return _load(key, secret, catalogue, kdf_limits)
 
 
 @functools.lru_cache(maxsize=4)
-def _load(key: tuple, secret: Secret, catalogue: Catalogue) -> ClientData:
-    local = LocalStore.open(key[0], secret)
-    split = leave_last_out(local.reviews)
-    log.info("opened store %s: %d reviews of %d users (%s)", key[0], len(local.reviews),
+def _load(key: tuple, secret: Secret, catalogue: Catalogue, kdf_limits: KdfLimits | None) -> ClientData:
+    local = LocalStore.open(key[0], secret, kdf_limits=kdf_limits)
+    known = [r for r in local.reviews if r.item_id in catalogue.index]
+    if len(known) < len(local.reviews):
+        log.warning("store %s: %d review(s) of items missing from the catalogue left out", key[0],
+                    len(local.reviews) - len(known))
+    split = leave_last_out(known)
+    log.info("opened store %s: %d reviews of %d users (%s)", key[0], len(known),
              len(split.train), local.metadata.anonymiser)
     return ClientData(metadata=local.metadata, split=split, catalogue=catalogue)

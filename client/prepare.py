@@ -3,7 +3,9 @@
 Steps, all on the device: validate the reviews against the item catalogue; replace personal data
 in every summary and text (Presidio, plus the user's own display names); replace user ids by
 keyed pseudonyms and drop display names; encrypt the result. Only counts are kept of what was
-found. The raw file is never modified.
+found. The raw file is never modified. Beside the store it starts the store's privacy ledger
+and, unless one is already there, writes the strict default privacy policy for the owner to
+review (``<store>.policy.toml``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import TYPE_CHECKING, Sequence
 from tqdm import tqdm
 
 from client.encryption import KdfSettings, Secret
+from client.policy import PrivacyPolicy, policy_path
+from client.privacy_ledger import LedgerKey, PrivacyLedger, ledger_path
 from client.store import LocalStore, StoreMetadata, new_pseudonym_key, pseudonym
 from common.data import load_dataset
 from common.schema import Review
@@ -121,9 +125,22 @@ def prepare_store(reviews_file: str | Path, items_file: str | Path, out: str | P
               "texts-per-second": round(anonymised.texts_per_second, 1)}
     metadata = build_metadata(anonymised, scrubber, pseudonym_key=key, source=source)
     LocalStore.write(out, metadata, anonymised.reviews, secret, kdf=kdf, force=force)
+    start_ledger(out, key)
+    if not policy_path(out).is_file():
+        PrivacyPolicy().write(policy_path(out))
     log.info("prepared %s: %d reviews of %d users, anonymiser %s, replaced %s", out,
              metadata.num_reviews, metadata.num_users, metadata.anonymiser,
              dict(metadata.pii_counts) or "nothing")
     for warning in metadata.warnings:
         log.warning(warning)
     return metadata
+
+
+def start_ledger(store: Path, pseudonym_key: str) -> None:
+    """A new ledger for a new store; the ledger of a store it replaced (``--force``) is kept aside."""
+    old = ledger_path(store)
+    if old.exists():
+        kept = old.with_name(f"{old.name}.replaced-{int(time.time())}")
+        old.rename(kept)
+        log.warning("the replaced store's privacy ledger is kept as %s", kept)
+    PrivacyLedger.create(store, LedgerKey.of_store(pseudonym_key))

@@ -3,9 +3,11 @@
 On a real device its owner runs ``privrec client prepare`` on their own file, with their own
 passphrase. In a simulated federation one review file is cut into client partitions, and each
 partition is prepared exactly as a device would (anonymised, pseudonymised, encrypted) into
-``<stores-dir>/<fingerprint>/client-<k>.prv``, unlocked by a random key file beside it. Stores are reused
-while the data, partition and anonymiser settings are unchanged (the folder name is their
-fingerprint).
+``<stores-dir>/<fingerprint>/client-<k>.prv``, unlocked by a random key file beside it, with its
+privacy ledger and the simulated owner's privacy policy beside it too. Stores are reused while
+the data, partition and anonymiser settings are unchanged (the folder name is their
+fingerprint); so are their ledgers, unless the simulator resets them (a new device, as far as
+the budget goes).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 from client.anonymiser import PiiScrubber
 from client.anonymiser.vocabulary import product_words
 from client.encryption import Secret, make_key_file
+from client.policy import SIMULATED_DEVICE, PrivacyPolicy, policy_path
 from client.prepare import anonymise_reviews, build_metadata
+from client.privacy_ledger import LedgerKey, PrivacyLedger, open_locked
 from client.store import STORE_FORMAT, LocalStore, new_pseudonym_key
 from common.config import RunConfig
 from common.run_data import RunData
@@ -40,7 +44,8 @@ def device_files(cfg: RunConfig, partition_id: int) -> tuple[Path, Path]:
 
 def prepare_simulated_devices(cfg: RunConfig, partitions: list[int] | None = None, *,
                               progress: bool = True) -> Path:
-    """Prepare the stores of ``partitions`` (default: every client) that do not exist yet."""
+    """Prepare the stores of ``partitions`` (default: every client) that do not exist yet, each
+    with a new ledger and (where none is there yet) the default simulated-device policy."""
     todo = [p for p in (range(cfg.num_clients) if partitions is None else partitions)
             if not device_files(cfg, p)[0].is_file()]
     folder = stores_dir(cfg)
@@ -64,9 +69,32 @@ def prepare_simulated_devices(cfg: RunConfig, partitions: list[int] | None = Non
         if not key_file.is_file():
             make_key_file(key_file)
         LocalStore.write(store, metadata, anonymised.reviews, Secret.from_key_file(key_file))
+        PrivacyLedger.create(store, LedgerKey.of_store(key))
+        if not policy_path(store).is_file():
+            SIMULATED_DEVICE.write(policy_path(store))
         log.info("client %d: %d reviews of %d users, replaced %s", partition, metadata.num_reviews,
                  metadata.num_users, metadata.pii_counts or "nothing")
     return folder
+
+
+def apply_device_policy(cfg: RunConfig, policy: PrivacyPolicy) -> None:
+    """The simulator, as every device's owner, sets each simulated device's privacy policy."""
+    stores_dir(cfg).mkdir(parents=True, exist_ok=True)
+    for partition in range(cfg.num_clients):
+        policy.write(policy_path(device_files(cfg, partition)[0]), force=True)
+    log.info("simulated devices' privacy policy: %s", policy.describe())
+
+
+def reset_ledgers(cfg: RunConfig, *, reason: str) -> None:
+    """Give every simulated device a fresh budget (benchmarks and tests comparing settings); a
+    device not prepared yet gets a fresh ledger when it is."""
+    for partition in range(cfg.num_clients):
+        store, key_file = device_files(cfg, partition)
+        if not store.is_file():
+            continue
+        metadata = LocalStore.open(store, Secret.from_key_file(key_file)).metadata
+        with open_locked(store, LedgerKey.of_store(metadata.pseudonym_key)) as ledger:
+            ledger.reset(reason=reason)
 
 
 def _fingerprint(cfg: RunConfig) -> str:

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from client.encryption import EncryptionError, KdfSettings, Secret, iter_decrypted, write_encrypted
+from client.encryption import EncryptionError, KdfLimits, KdfSettings, Secret, iter_decrypted, write_encrypted
 from common.schema import Review
 
 log = logging.getLogger(__name__)
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: a privacy ledger and a policy are created beside every store
 _HEADER_KEY = "privrec-store"
 
 
@@ -86,20 +86,20 @@ class LocalStore:
             raise StoreError(str(err)) from None
 
     @classmethod
-    def open(cls, path: str | Path, secret: Secret) -> "LocalStore":
+    def open(cls, path: str | Path, secret: Secret, *, kdf_limits: KdfLimits | None = None) -> "LocalStore":
         """Decrypt and parse the store at ``path`` (in memory only)."""
         path = Path(path)
         if not path.is_file():
             raise StoreError(f"{path}: no local store there; create one with "
                              f"`privrec client prepare --out {path} ...`")
         try:
-            raw = b"".join(iter_decrypted(path, secret))
+            raw = b"".join(iter_decrypted(path, secret, limits=kdf_limits))
         except EncryptionError as err:
             raise StoreError(str(err)) from None
         lines = raw.split(b"\n")
         try:
             header = json.loads(lines[0])
-            if header.get(_HEADER_KEY) != STORE_FORMAT:
+            if header.get(_HEADER_KEY) not in (1, STORE_FORMAT):
                 raise StoreError(f"{path}: store format {header.get(_HEADER_KEY)!r} is not "
                                  f"supported (this PrivRec reads format {STORE_FORMAT}); "
                                  f"prepare the store again")

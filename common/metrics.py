@@ -26,16 +26,26 @@ def target_rank(scores: np.ndarray, target: int, exclude: np.ndarray | list[int]
     return int(beats.sum()) + 1
 
 
+def metric_sums(ranks: np.ndarray | list[int], *, k: int) -> dict[str, float]:
+    """Sums over users of HR@k, NDCG@k (one relevant item) and MRR of 1-based ranks.
+
+    Each user adds at most 1 to every sum: a client releases these (noised or not) beside its
+    user count, and the server divides the totals.
+    """
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if (ranks < 1).any():
+        raise ValueError("ranks are 1-based; got a rank below 1.")
+    hit = ranks <= k
+    return {
+        f"{HIT_RATE}@{k}": float(hit.sum()),
+        f"{NDCG}@{k}": float(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).sum()),
+        MRR: float((1.0 / ranks).sum()),
+    }
+
+
 def summarise(ranks: np.ndarray | list[int], *, k: int) -> dict[str, float]:
     """Mean HR@k, NDCG@k (one relevant item) and MRR of 1-based ranks."""
     ranks = np.asarray(ranks, dtype=np.float64)
     if ranks.size == 0:
         raise ValueError("no ranks to summarise: the evaluation set is empty.")
-    if (ranks < 1).any():
-        raise ValueError("ranks are 1-based; got a rank below 1.")
-    hit = ranks <= k
-    return {
-        f"{HIT_RATE}@{k}": float(hit.mean()),
-        f"{NDCG}@{k}": float(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean()),
-        MRR: float((1.0 / ranks).mean()),
-    }
+    return {name: total / ranks.size for name, total in metric_sums(ranks, k=k).items()}

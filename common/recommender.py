@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from common.catalogue import Catalogue
 from common.config import RunConfig
-from common.metrics import summarise, target_rank
+from common.metrics import metric_sums, summarise, target_rank
 from common.model import (ItemVectors, TwoTowerRecommender, build_model, load_tokenizer,
                           load_trainable_state, pool_catalogue, resolve_device, trainable_state)
 from common.schema import Review
@@ -46,17 +46,14 @@ class TrainResult:
 def planned_steps(num_users: int, cfg: RunConfig) -> int:
     """Optimiser steps of one local round: ``local-steps``, or epochs x batches per epoch.
 
-    Local DP has its own: ``dp-local-steps``, or epochs x batches of ``dp-batch-size``.
+    Local DP has its own, from public settings only (the count reveals nothing of the client):
+    ``dp-local-steps``, or epochs x 1/``dp-sample-rate``.
     """
     if cfg.dp == "local":
-        if cfg.dp_local_steps > 0:
-            return cfg.dp_local_steps
-        batch = cfg.dp_batch_size or num_users
-    else:
-        batch = cfg.batch_size
+        return cfg.dp_local_steps or cfg.local_epochs * math.ceil(1 / cfg.dp_sample_rate - 1e-9)
     if cfg.local_steps > 0:
         return cfg.local_steps
-    return cfg.local_epochs * math.ceil(num_users / batch)
+    return cfg.local_epochs * math.ceil(num_users / cfg.batch_size)
 
 
 class Recommender:
@@ -149,12 +146,20 @@ class Recommender:
 
     def evaluate(self, users: Sequence[str], split: Split, *, target: str = "valid") -> dict[str, float]:
         """HR@K, NDCG@K and MRR on the users' validation or test item over the whole catalogue."""
+        ranks = self.ranks(users, split, target=target)
+        metrics = summarise(ranks, k=self.cfg.eval_k)
+        metrics["num-users"] = float(len(ranks))
+        return metrics
+
+    def metric_sums(self, users: Sequence[str], split: Split, *, target: str) -> dict[str, float]:
+        """Sums of HR@K, NDCG@K and MRR over the users (each adds at most 1 to each sum)."""
+        return metric_sums(self.ranks(users, split, target=target), k=self.cfg.eval_k)
+
+    def ranks(self, users: Sequence[str], split: Split, *, target: str) -> np.ndarray:
+        """Full-ranking rank of each user's held-out item (users without one are left out)."""
         held_out = _held_out(split, target)
         users = [u for u in users if u in held_out and held_out[u].item_id in self.catalogue.index]
-        ranks = ranks_from_scores(self.scores(users, split), users, split, self.catalogue, target=target)
-        metrics = summarise(ranks, k=self.cfg.eval_k)
-        metrics["num-users"] = float(len(users))
-        return metrics
+        return ranks_from_scores(self.scores(users, split), users, split, self.catalogue, target=target)
 
     def _encode(self, profiles: list[list[Review]]) -> torch.Tensor:
         """User vectors from profile reviews: their text, and their items if ``history-embeddings``."""

@@ -40,14 +40,14 @@ def one_mode(mode: str, users: int, steps: int, batch: int) -> dict:
     # Like for like: DP-SGD trains the same tensors as plain training (`dp-train` = 'all') with
     # the same batch; the default 'item-bias' freezes the towers and costs far less than either.
     cfg = RunConfig(reviews_path=str(DATA / "reviews.jsonl.gz"), items_path=str(DATA / "items.jsonl"),
-                    batch_size=batch, dp_batch_size=batch, dp_train="all", device="cpu")
+                    batch_size=batch, dp_sample_rate=batch / users, dp_train="all", device="cpu")
     data = RunData.load(cfg)
     chosen = random.Random(0).sample(data.split.users(), users)
     recommender = Recommender(cfg, data.catalogue)
     started = time.perf_counter()
     if mode == "dp":
-        result, _ = train_private(recommender, chosen, data.split, rng=random.Random(0), steps=steps,
-                                  noise_multiplier=1.0, max_grad_norm=1.0, accountant="rdp")
+        result, _ = train_private(recommender, chosen, data.split, steps=steps, noise_multiplier=1.0,
+                                  max_grad_norm=1.0, sample_rate=cfg.dp_sample_rate)
     else:
         result = recommender.train(chosen, data.split, rng=random.Random(0), steps=steps)
     seconds = time.perf_counter() - started

@@ -3,8 +3,9 @@
 Where the metrics come from is a :class:`MetricSource`:
 
 * :class:`FederatedMetrics` (default): every client ranks its own users' held-out items with the
-  global adapter and replies with metric means and a count; the server averages them weighted
-  by users. No review, user id or user vector reaches the server.
+  global adapter and replies with metric sums and a user count, Gaussian-noised where its
+  device policy says so (see :mod:`client.local_evaluation`); the server divides the totals. No
+  review, user id or user vector reaches the server.
 * :class:`ServerSideMetrics` (``evaluation = "server"``): the server reads the review file itself.
   A research shortcut for comparisons in simulation; it breaks the privacy model.
 """
@@ -72,24 +73,27 @@ class FederatedMetrics:
 
 
 def aggregate_metrics(replies: list[Message], *, expected: int, seconds: float = 0.0) -> dict[str, float]:
-    """Weighted mean of the clients' metrics by their number of evaluated users."""
+    """Totals of the clients' metric sums divided by the total of their user counts.
+
+    Clients under a noised-evaluation policy send noised sums and counts; the ratio of the
+    totals is then an estimate, and ``num-users`` is a noised count too.
+    """
     totals: dict[str, float] = {}
-    users, failed = 0, 0
+    users, failed = 0.0, 0
     for reply in replies:
         if reply.has_error() or records.METRICS not in reply.content:
             failed += 1
             continue
-        metrics = reply.content[records.METRICS]
-        n = int(metrics.get(records.EVAL_USERS, 0))
-        users += n
-        for key, value in metrics.items():
-            if key not in (records.NUM_EXAMPLES, records.EVAL_USERS, records.EVAL_SECONDS) and n:
-                totals[key] = totals.get(key, 0.0) + float(value) * n
-    if users == 0:
-        raise RuntimeError(f"no client could evaluate ({failed} of {expected} failed, the others "
-                           f"have no held-out items); see the clients' logs.")
+        for key, value in reply.content[records.METRICS].items():
+            if key == records.EVAL_USERS:
+                users += float(value)
+            else:
+                totals[key] = totals.get(key, 0.0) + float(value)
+    if users <= 0:
+        raise RuntimeError(f"no client could evaluate ({failed} of {expected} failed or declined, the "
+                           f"others have no held-out items); see the clients' logs.")
     out = {key: value / users for key, value in sorted(totals.items())}
-    out.update({"num-users": float(users), "clients": float(len(replies) - failed),
+    out.update({"num-users": users, "clients": float(len(replies) - failed),
                 "clients-failed": float(failed + expected - len(replies)), "eval-seconds": seconds})
     return out
 

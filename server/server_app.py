@@ -48,14 +48,14 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "") -> RunDire
         # 2. FedAvg over adapter tensors only, stopping early on validation NDCG.
         strategy = RecommenderFedAvg(
             should_stop=lambda: evaluator.should_stop,
-            uniform=cfg.dp == "central",
+            uniform=cfg.dp != "none",
             fraction_train=cfg.fraction_train,
             min_train_nodes=cfg.min_train_clients,
             min_available_nodes=cfg.min_train_clients,
         )
-        runner = strategy
-        if cfg.dp == "central":  # clients clip, the server adds noise (Flower's wrapper)
-            runner, strategy.central = central_dp.wrap(strategy, cfg)
+        runner, central = strategy, None
+        if cfg.dp == "central":  # clients clip, the server adds noise (Flower's wrapper, our release)
+            runner, central = central_dp.wrap(strategy, cfg)
 
         # 3. Train, evaluating the global model after every round.
         def evaluate(server_round: int, arrays: ArrayRecord):
@@ -74,7 +74,7 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "") -> RunDire
                    "clients-declined": sum(int(r.get("declined", 0)) for r in strategy.history),
                    "dp": cfg.dp, "epsilon-max": max((r["epsilon-max"] for r in strategy.history
                                                      if "epsilon-max" in r), default=None),
-                   "central-epsilon": strategy.central.epsilon if strategy.central else None,
+                   "central-epsilon": central.epsilon() if central else None,
                    "valid-best": evaluator.best_score, "test": test,
                    "evaluation": cfg.evaluation, "wall-seconds": time.perf_counter() - started,
                    "trainable-parameters": sum(v.numel() for v in recommender.state().values())}

@@ -6,8 +6,12 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.config import RunConfig
+
+if TYPE_CHECKING:
+    from client.policy import PrivacyPolicy
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +26,18 @@ def backend_config(cpus_per_client: int) -> dict:
 
 
 def simulate(cfg: RunConfig, *, run_name: str = "", cpus_per_client: int | None = None,
-             progress: bool = True) -> Path:
-    """Run ``cfg`` as a simulated federation and return the run directory."""
+             progress: bool = True, device_policy: PrivacyPolicy | None = None) -> Path:
+    """Run ``cfg`` as a simulated federation and return the run directory.
+
+    ``device_policy`` is what every simulated device's owner allows (default: the simulated
+    devices' research policy, :data:`client.policy.SIMULATED_DEVICE`); the run config cannot
+    change it.
+    """
     from flwr.simulation import run_simulation
 
     from client.client_app import build_client_app
-    from client.simulated_devices import prepare_simulated_devices
+    from client.policy import SIMULATED_DEVICE
+    from client.simulated_devices import apply_device_policy, prepare_simulated_devices
     from server.server_app import build_server_app
 
     run_name = run_name or time.strftime("%Y%m%d-%H%M%S")
@@ -39,6 +49,7 @@ def simulate(cfg: RunConfig, *, run_name: str = "", cpus_per_client: int | None 
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # no usage events leave this machine
     # Each simulated device anonymises and encrypts its own partition first (once; reused).
     prepare_simulated_devices(cfg, progress=progress)
+    apply_device_policy(cfg, device_policy or SIMULATED_DEVICE)
     # Flower marks run_simulation deprecated in favour of `flwr run`; it is still the one call
     # that takes app objects (with their config) directly, which `privrec simulate` needs.
     run_simulation(server_app=build_server_app(cfg, run_name=run_name),

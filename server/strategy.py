@@ -15,6 +15,9 @@ from common import records
 
 log = logging.getLogger(__name__)
 
+# Replies in which a client declined by its own policy (not a failure).
+DECLINED = frozenset({records.BUDGET_EXHAUSTED, records.POLICY_REFUSED, records.TOO_FEW_USERS})
+
 
 class RecommenderFedAvg(FedAvg):
     """FedAvg that stops sending work once ``should_stop()`` is true and records each round.
@@ -24,12 +27,12 @@ class RecommenderFedAvg(FedAvg):
     """
 
     def __init__(self, *, should_stop: Callable[[], bool], uniform: bool = False, **kwargs) -> None:
-        # Central DP needs every client to weigh the same (the noise is scaled to 1/clients).
+        # DP needs every client to weigh the same: central DP scales its noise to 1/clients, and
+        # a local-DP client sends no user count (it would be an un-noised release).
         super().__init__(arrayrecord_key=records.ARRAYS, configrecord_key=records.CONFIG,
                          weighted_by_key=records.UNIFORM_WEIGHT if uniform else records.NUM_EXAMPLES,
                          fraction_evaluate=0.0, **kwargs)
         self.should_stop = should_stop
-        self.central = None  # a server.central_dp.CentralAccountant when central DP is on
         self.history: list[dict[str, float]] = []
         self._round_started = 0.0
 
@@ -46,7 +49,7 @@ class RecommenderFedAvg(FedAvg):
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Weighted average of the adapter tensors; records upload size and round time."""
         replies = list(replies)
-        declined = [m for m in replies if m.has_error() and m.error.code == records.BUDGET_EXHAUSTED]
+        declined = [m for m in replies if m.has_error() and m.error.code in DECLINED]
         failed = sum(1 for m in replies if m.has_error()) - len(declined)
         for m in declined:
             log.info("round %d: a client declined: %s", server_round, m.error.reason)
@@ -64,18 +67,18 @@ class RecommenderFedAvg(FedAvg):
         epsilons = [float(c[records.METRICS][records.EPSILON]) for c in contents
                     if records.EPSILON in c[records.METRICS]]
         row = {"round": server_round, "clients": len(uploads), "declined": len(declined), "failed": failed,
-               "examples-seen": sum(int(c[records.METRICS].get(records.EXAMPLES_SEEN, 0))
-                                    for c in contents),
                "upload-bytes-per-client": sum(uploads) / max(len(uploads), 1),
                "round-seconds": time.perf_counter() - self._round_started}
+        seen = [int(c[records.METRICS][records.EXAMPLES_SEEN]) for c in contents
+                if records.EXAMPLES_SEEN in c[records.METRICS]]
+        if seen:  # without DP only: a DP reply carries no count
+            row["examples-seen"] = sum(seen)
         # Clients' metrics, averaged by FedAvg (examples seen is summed above instead).
         row.update({f"train-{k}" if not k.startswith("train") else k: float(v)
                     for k, v in (metrics or {}).items()
-                    if k not in (records.EXAMPLES_SEEN, records.EPSILON, records.DELTA)})
+                    if k not in (records.EXAMPLES_SEEN, records.EPSILON, records.UNIFORM_WEIGHT)})
         if epsilons:  # DP: the most any client has spent so far (each client keeps its own ledger)
             row["epsilon-max"] = max(epsilons)
-        if self.central is not None:  # the wrapper adds noise to every aggregate we return
-            row["central-epsilon"] = self.central.release()
         self.history.append(row)
         return arrays, metrics
 

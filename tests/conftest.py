@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+# Ledger version anchors of this session's stores (inherited by Ray's workers), not ~/.local/state.
+os.environ["PRIVREC_STATE_DIR"] = tempfile.mkdtemp(prefix="privrec-test-state-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "amazon-musical-instruments-2014"
@@ -62,3 +66,45 @@ def scrubber():
 def stores_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One folder of simulated client stores for the whole session (prepared once per partition)."""
     return tmp_path_factory.mktemp("stores")
+
+
+@pytest.fixture()
+def make_device(tmp_path: Path):
+    """A real device as a SuperNode has it: a store prepared by `client prepare` from the first
+    ``users`` demo users, its key file, its ledger and a policy; returns the node config."""
+    from client.encryption import make_key_file
+    from client.policy import PrivacyPolicy, policy_path
+    from client.prepare import prepare_store
+    from common import records
+    from common.config import DEMO_DATA_DIR
+
+    def make(users: int = 15, policy=None, name: str = "device") -> dict:
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [json.loads(line) for line in (DEMO_DATA_DIR / "reviews.jsonl").read_text().splitlines()]
+        chosen = sorted({r["user_id"] for r in rows})[:users]
+        reviews = folder / "reviews.jsonl"
+        reviews.write_text("".join(json.dumps(r) + "\n" for r in rows if r["user_id"] in chosen))
+        key, store = folder / "device.key", folder / "device.prv"
+        make_key_file(key)
+        prepare_store(reviews, DEMO_DATA_DIR / "items.jsonl", store, _key_secret(key), model="none",
+                      progress=False)
+        (policy or PrivacyPolicy()).write(policy_path(store), force=True)
+        return {records.STORE: str(store), records.KEY_FILE: str(key)}
+
+    return make
+
+
+def _key_secret(path: Path):
+    from client.encryption import Secret
+
+    return Secret.from_key_file(path)
+
+
+@pytest.fixture()
+def task_identity(monkeypatch):
+    """Lets tests build Messages outside a running Flower task (run and node id 1)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr in ("_task_id", "_run_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, attr, 1)

@@ -27,7 +27,10 @@ def test_when_pyproject_defaults_loaded_then_they_equal_the_dataclass_defaults()
         ("temperature", float("nan"), "`temperature` should be a finite number"),
         ("min-train-clients", 9, "`min-train-clients` should be at most `num-clients`"),
         ("no-such-key", 1, "Unknown setting `no-such-key`"),
-        ("dp-batch-size", -1, "`dp-batch-size` should be zero or a positive integer, got -1"),
+        ("dp-sample-rate", 0.0, r"`dp-sample-rate` should be in \(0, 1\], got 0.0"),
+        ("dp-sample-rate", 1.5, r"`dp-sample-rate` should be in \(0, 1\]"),
+        ("target-delta", 0.0, r"`target-delta` should be in \(0, 1\)"),
+        ("accountant", "rdp", "Unknown setting `accountant`"),  # the device policy chooses it
         ("dp-train", "lora", "`dp-train` should be one of"),
         ("dp-learning-rate", -0.1, "`dp-learning-rate` should be positive"),
     ],
@@ -48,14 +51,15 @@ def test_when_cli_sets_values_then_later_sources_win(tmp_path):
     assert (cfg.num_rounds, cfg.learning_rate, cfg.partition, cfg.num_clients) == (9, 0.01, "dirichlet", 4)
 
 
-def test_when_local_dp_then_its_own_steps_and_batch_set_the_local_steps():
+def test_when_local_dp_then_its_steps_come_from_public_settings_only():
     from common.recommender import planned_steps
 
-    plain = RunConfig(batch_size=8, dp_batch_size=64, local_epochs=2, dp_local_steps=0)
+    plain = RunConfig(batch_size=8, dp_sample_rate=0.25, local_epochs=2, dp_local_steps=0)
     private = plain.replace(dp="local")
-    assert (planned_steps(143, plain), planned_steps(143, private)) == (2 * 18, 2 * 3)
-    assert planned_steps(143, private.replace(dp_batch_size=0)) == 2  # every user in every step
-    assert planned_steps(143, private.replace(local_steps=5)) == 5
+    assert (planned_steps(143, plain), planned_steps(143, private)) == (2 * 18, 2 * 4)
+    assert planned_steps(143, private) == planned_steps(12, private)  # no trace of the client's size
+    assert planned_steps(143, private.replace(dp_sample_rate=1.0)) == 2  # every user in every step
+    assert planned_steps(143, private.replace(dp_sample_rate=0.3)) == 2 * 4  # ceil(1 / q) steps an epoch
     assert planned_steps(143, private.replace(dp_local_steps=7, local_steps=5)) == 7
     assert planned_steps(143, plain.replace(dp_local_steps=7)) == 2 * 18  # only under local DP
 

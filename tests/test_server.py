@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -78,17 +79,26 @@ def test_when_replies_aggregated_then_round_is_recorded(task_identity):
     assert row["upload-bytes-per-client"] >= 16
 
 
-def test_when_clients_report_means_then_server_weights_them_by_users(task_identity):
+def test_when_clients_report_sums_then_server_divides_the_totals(task_identity):
     replies = []
     for users, ndcg in ((10, 0.2), (30, 0.6), (0, 0.0)):
-        metrics = {records.NUM_EXAMPLES: users, records.EVAL_USERS: users, records.EVAL_SECONDS: 1.0}
-        if users:
-            metrics["ndcg@10"] = ndcg
+        metrics = {records.EVAL_USERS: users, "ndcg@10": ndcg * users}  # sums, as clients send them
         replies.append(Message(content=RecordDict({records.METRICS: MetricRecord(metrics)}),
                                dst_node_id=1, message_type="evaluate"))
     out = aggregate_metrics(replies, expected=4)
     assert out["ndcg@10"] == pytest.approx(0.5)
     assert out["num-users"] == 40 and out["clients"] == 3 and out["clients-failed"] == 1
+
+
+def test_when_clients_send_noised_sums_then_the_ratio_of_totals_is_unbiased(task_identity):
+    rng = np.random.default_rng(0)
+    estimates = []
+    for _ in range(300):
+        replies = [Message(content=RecordDict({records.METRICS: MetricRecord(
+            {records.EVAL_USERS: 100 + rng.normal(0, 10), "ndcg@10": 20 + rng.normal(0, 10)})}),
+            dst_node_id=1, message_type="evaluate") for _ in range(10)]
+        estimates.append(aggregate_metrics(replies, expected=10)["ndcg@10"])
+    assert np.mean(estimates) == pytest.approx(0.2, abs=0.005)
 
 
 def test_when_no_client_can_evaluate_then_clear_error(task_identity):

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import server.server_app
-from client.simulated_devices import device_files
+from client.privacy_ledger import state_dir
+from client.simulated_devices import device_files, stores_dir
 from client.store import LocalStore
 from client.encryption import Secret
 from client.egress import EVALUATE_METRICS, TRAIN_METRICS
@@ -153,3 +154,20 @@ def test_when_run_finishes_then_clients_evaluated_not_the_server(finished_run):
     _, path, _ = finished_run
     summary = json.loads((path / "summary.json").read_text())
     assert summary["evaluation"] == "federated" and summary["test"]["clients"] == 3
+
+
+def test_when_run_finishes_then_no_review_plaintext_is_on_disk_or_in_logs(finished_run):
+    """"Decrypted into memory only": every file the run and its devices left behind (run directory,
+    log, checkpoints, stores, key files, ledgers, policies, ledger anchors) is scanned for what a
+    leak would carry."""
+    cfg, path, _ = finished_run
+    reviews = RunData.load(cfg).data.reviews
+    needles = {r.user_id for r in reviews} | {r.reviewer_name for r in reviews if r.reviewer_name}
+    needles |= {t[:40] for r in reviews for t in (r.text, r.summary) if len(t) >= 40}
+    files = [f for root in (path, stores_dir(cfg), state_dir()) for f in root.rglob("*") if f.is_file()]
+    assert any(f.name == "run.log" for f in files) and any(f.suffix == ".prv" for f in files)
+    assert any(f.name.endswith(".ledger") for f in files)
+    for file in files:
+        blob = file.read_bytes()
+        found = [n for n in needles if n.encode() in blob]
+        assert not found, f"{file} holds {found[:3]}"

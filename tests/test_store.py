@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from typer.testing import CliRunner
 
 from client.encryption import KdfSettings, Secret, read_encrypted
 from client.prepare import PrepareError, prepare_store
-from client.store import LocalStore, StoreError
+from client.store import LocalStore, StoreError, pseudonym
 from common.cli import app
 from common.config import DEMO_DATA_DIR
 from common.data import DataError
@@ -51,17 +52,42 @@ def test_when_prepared_then_store_holds_no_identifiers_and_no_plain_text(store):
     for value in PLANTED + ("U-REAL-042", "U-OTHER-7", "Dave"):
         assert value not in plain  # anonymised and pseudonymised inside too
     local = LocalStore.open(out, secret)
-    assert {r.user_id for r in local.reviews} == {r.user_id for r in local.reviews if r.user_id.startswith("u")}
-    assert len({r.user_id for r in local.reviews}) == 2 and all(r.reviewer_name is None for r in local.reviews)
+    key = local.metadata.pseudonym_key
+    pseudonyms = {r.user_id for r in local.reviews}
+    assert pseudonyms == {pseudonym(u, key) for u in ("U-REAL-042", "U-OTHER-7")}  # HMAC under the store's key
+    unkeyed = {"u" + hashlib.sha256(u.encode()).hexdigest()[:20] for u in ("U-REAL-042", "U-OTHER-7")}
+    assert not pseudonyms & unkeyed and len(key) == 64
+    assert all(r.reviewer_name is None for r in local.reviews)
     assert "<EMAIL_ADDRESS>" in local.reviews[0].text and "<PERSON>" in local.reviews[0].text
     assert meta.pii_counts["EMAIL_ADDRESS"] == 3 and meta.num_reviews == 4
     assert meta.own_names["display-names-remaining"] == 0
     assert "pseudonym_key" not in meta.public()
 
 
+def test_when_the_same_reviews_are_prepared_twice_then_pseudonyms_differ(store, tmp_path):
+    """Keyed, not hashed: a second device with the same users cannot link them to the first."""
+    out, secret, _ = store
+    again = tmp_path / "again.prv"
+    prepare_store(_reviews(tmp_path / "raw2.jsonl"), ITEMS, again, secret, kdf=KdfSettings.fast(), progress=False)
+    first = {r.user_id for r in LocalStore.open(out, secret).reviews}
+    second = {r.user_id for r in LocalStore.open(again, secret).reviews}
+    assert len(first) == len(second) == 2 and not first & second
+
+
+def test_when_prepared_then_ledger_and_strict_policy_sit_beside_the_store(store):
+    from client.policy import PrivacyPolicy, policy_path
+    from client.privacy_ledger import LedgerKey, PrivacyLedger
+
+    out, secret, _ = store
+    assert PrivacyPolicy.load(policy_path(out)) == PrivacyPolicy()  # DP required until the owner says otherwise
+    ledger = PrivacyLedger.open(out, LedgerKey.of_store(LocalStore.open(out, secret).metadata.pseudonym_key))
+    assert ledger.history == [] and ledger.version == 1
+
+
 def test_when_prepared_then_no_temp_or_plain_files_left(store):
     out, _, _ = store
-    assert sorted(p.name for p in out.parent.iterdir()) == ["client.prv", "raw.jsonl"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["client.prv", "client.prv.ledger",
+                                                            "client.prv.policy.toml", "raw.jsonl"]
 
 
 def test_when_store_exists_then_not_overwritten_without_force(store, tmp_path):
