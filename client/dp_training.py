@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import random
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -203,7 +204,9 @@ def _dp_sgd(recommender: Recommender, params: list[torch.nn.Parameter], users: l
     loader = DPDataLoader(TensorDataset(torch.arange(len(users))), sample_rate=sample_rate,
                           generator=secure_generator())
     towers = FrozenTowers(recommender, users, split) if cfg.dp_train == "item-bias" else None
-    engine = PrivacyEngine(accountant="rdp")  # its own accountant is unused: the ledger accounts
+    with warnings.catch_warnings():  # "Secure RNG turned off": we pass OS-entropy generators instead
+        warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
+        engine = PrivacyEngine(accountant="rdp")  # its own accountant is unused: the ledger accounts
     model.train()
     module, optimiser, loader = engine.make_private(
         module=model, optimizer=optimiser, data_loader=loader, noise_multiplier=noise_multiplier,

@@ -52,8 +52,9 @@ def evaluate_locally(msg: Message, data: ClientData, cfg: RunConfig, *, policy: 
     entries = [(noise, 1.0, 1)] if policy.noised_evaluation else []
     if entries:
         ledger.check(policy, entries)  # raises BudgetExhausted: nothing is computed past the budget
-    # Noised: every user, so that one user's presence changes one user's contribution only.
-    limit = 0 if entries else math.ceil(cfg.max_eval_users / cfg.num_clients) if target == "valid" else 0
+    limit = 0  # noised: every user, so that one user's presence changes one user's contribution only
+    if not entries and target == "valid":
+        limit = math.ceil(cfg.max_eval_users / cfg.num_clients)
     users = data.eval_users(target, limit=limit, seed=cfg.seed)
     key = f"ndcg@{cfg.eval_k}"
     sums = {f"hr@{cfg.eval_k}": 0.0, key: 0.0, "mrr": 0.0}
@@ -69,6 +70,4 @@ def evaluate_locally(msg: Message, data: ClientData, cfg: RunConfig, *, policy: 
                             f"policy's minimum of {policy.min_users_per_reply}", code=records.TOO_FEW_USERS)
     log.info("evaluated %s for round %d (%s)", target, round_number,
              f"noised, x{noise:g}" if entries else f"{len(users)} users, exact")
-    if not entries:
-        values[records.EVAL_USERS] = len(users)
     return RecordDict({records.METRICS: MetricRecord(values)})

@@ -19,12 +19,12 @@ import logging
 import math
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common import records
-from common.config import RunConfig
+from common.config import RunConfig, _key, _opt  # one field-with-help convention for both settings
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,6 @@ class PolicyRefusal(RuntimeError):
     def __init__(self, message: str, code: int = records.POLICY_REFUSED) -> None:
         super().__init__(message)
         self.code = code
-
-
-def _opt(default: Any, help: str) -> Any:  # noqa: A002 - mirrors RunConfig's field helper
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -190,7 +186,3 @@ non-DP training and exact evaluation metrics (a research set-up; see README "Thr
 def policy_path(store: Path) -> Path:
     """The policy file kept beside a store."""
     return store.with_name(store.name + POLICY_SUFFIX)
-
-
-def _key(name: str) -> str:
-    return name.replace("_", "-")

@@ -99,7 +99,6 @@ def simulate(
                            num_clients=clients, num_rounds=rounds, partition=partition,
                            run_dir=_str(run_dir))
         policy = PrivacyPolicy.load(device_policy) if device_policy else SIMULATED_DEVICE
-        console.print(f"simulated devices' privacy policy: {policy.describe()}", highlight=False)
         from server.simulation import simulate as run_simulation
 
         path = run_simulation(cfg, run_name=run_name, device_policy=policy)

@@ -15,7 +15,6 @@ import json
 import os
 import resource
 import shutil
-import struct
 import subprocess
 import sys
 import threading
@@ -25,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
 from client.client_app import build_client_app
-from client.encryption import KdfSettings, Secret, _PREFIX, MAGIC, change_secret, make_key_file
+from client.encryption import _PREFIX, MAGIC, KdfSettings, Secret, change_secret, make_key_file
 from client.policy import PrivacyPolicy
 from client.privacy_ledger import LedgerKey, ledger_path, open_locked
 from client.store import LocalStore, StoreError
@@ -61,8 +60,9 @@ def _assert_fixed_error(reply: Message, code: int) -> None:
 def test_attack_1_replaying_the_dp_noise_from_the_known_seed_fails(tiny_config, make_device, task_identity):
     """Before: train_locally seeded torch's global generator from f"{seed}-{partition}-{round}" and
     Opacus drew noise and Poisson samples from it, so the server could re-run the mechanism on a
-    candidate data set and match the upload exactly; two identical DP requests gave bit-identical
-    uploads (seen: torch.equal was True)."""
+    candidate data set and match the upload exactly. Seen on cb8cc5a: two identical DP requests
+    (noise multiplier 3) gave bit-identical `item_bias.weight` uploads (torch.equal True), although
+    the update itself was large (norm 43)."""
     node = make_device(users=15)
     cfg = tiny_config.replace(dp="local", noise_multiplier=3.0, dp_local_steps=2)
 
@@ -86,8 +86,10 @@ def test_without_dp_the_same_seed_still_reproduces_a_round(tiny_config, make_dev
 
 # 2 --------------------------------------------------------------------------------------------------
 def test_attack_2_lifting_the_budget_from_the_run_config_fails(tiny_config, make_device, task_identity):
-    """Before: the budget was the run config's `target-epsilon` and `dp`; with dp='none' the ledger
-    was skipped, and with target-epsilon=1000 a client that had spent its budget trained on."""
+    """Before: the budget was the run config's `target-epsilon` and `dp`. Seen on cb8cc5a: after a
+    client declined ("would bring epsilon from 0.380 to 0.455, past the budget of 0.42"), the same
+    server's dp='none' run was answered with tensors (nothing in the ledger), and its
+    target-epsilon=1000 run was answered too, reporting epsilon 0.455."""
     policy = PrivacyPolicy(epsilon_budget=1.5, max_epsilon_per_round=1.5)
     node = make_device(users=15, policy=policy)
     cfg = tiny_config.replace(dp="local", noise_multiplier=6.0, dp_local_steps=2, target_epsilon=1.5)
@@ -115,8 +117,9 @@ def test_attack_2_lifting_the_budget_from_the_run_config_fails(tiny_config, make
 def test_attack_3_reading_a_count_from_dp_train_metrics_fails(tiny_config, make_device, task_identity):
     """Before: a DP reply carried train-loss (mean, first, last), num-examples, examples-seen,
     train-seconds and delta = 1/(10 n), all un-noised; with crafted item offsets the loss counts
-    the users who never reviewed an item. Two clients that differ in their users must now send
-    the same numbers."""
+    the users who never reviewed an item. Seen on cb8cc5a (143 and 80 users): num-examples 143 vs 80,
+    delta 0.000699 vs 0.00125, examples-seen the Poisson batch sizes. Two clients that differ in
+    their users must now send the same numbers."""
     cfg = tiny_config.replace(dp="local", noise_multiplier=3.0, dp_local_steps=2)
     state = initial_state(cfg)
     state["item_bias.weight"] = torch.zeros_like(state["item_bias.weight"])
@@ -133,8 +136,9 @@ def test_attack_3_reading_a_count_from_dp_train_metrics_fails(tiny_config, make_
 # 4 --------------------------------------------------------------------------------------------------
 def test_attack_4_the_one_user_evaluation_oracle_fails(tiny_config, make_device, task_identity):
     """Before: evaluate ranked the held-out items under any server tensors and replied with exact
-    means, for one user, as often as asked, also after the budget was spent: with one user it
-    returned 1/rank of that user's held-out item, and probing item by item found it."""
+    means, for one user, as often as asked, also after the budget was spent. Seen on cb8cc5a: one
+    evaluation user gave eval-users 1, hr@10 0.0 and mrr 0.0667 (1/rank) five times identically,
+    with no ledger involved; probing item by item finds the held-out item."""
     from opacus.accountants import RDPAccountant
 
     policy = PrivacyPolicy(epsilon_budget=2.0, max_epsilon_per_round=2.0, eval_noise_multiplier=4.0,
@@ -178,8 +182,9 @@ def test_attack_4_exact_evaluation_is_refused_below_the_minimum_users(tiny_confi
 # 5 --------------------------------------------------------------------------------------------------
 def test_attack_5_error_texts_carry_nothing_from_the_client(tiny_config, make_device, task_identity, monkeypatch):
     """Before: error replies and exceptions bypassed the egress guard. A budget refusal sent its
-    text; any exception became Flower's error reason with its message, e.g. a KeyError holding
-    the id of an item the user reviewed, or a store error holding a local path."""
+    text; any exception left the app and Flower's runtime made its message the error reason. Seen
+    on cb8cc5a: KeyError("Bianca 555-0100") escaped the app call; the reason would be
+    "<class 'KeyError'>:<''Bianca 555-0100''>"."""
     node = make_device(users=15, policy=PrivacyPolicy(require_dp=False, eval_noise_multiplier=0.0))
     cfg = tiny_config
     secret_text = "my phone is 555-0100, Bianca Roth, /home/bianca/device.prv"
@@ -217,9 +222,10 @@ def _client_reply(value: float, size: int, *, ok: bool = True) -> Message:
 
 
 def test_attack_6_central_noise_is_not_diluted_when_clients_drop_out(tmp_path, task_identity):
-    """Before: Flower's wrapper scaled the noise to `num-clients` sampled even when fewer replied
-    (2 of 4 replies: half the intended noise multiplier, while the accountant recorded the full
-    one); delta defaulted to 1/(10 x clients) = 0.02 for 5 clients; nothing was carried across runs."""
+    """Before: Flower's wrapper scaled the noise to the clients sampled even when fewer replied,
+    while the accountant recorded the full noise multiplier; delta defaulted to 1/(10 x clients);
+    nothing was carried across runs. Seen on cb8cc5a: 2 of 4 replies got noise sd 0.1252 =
+    sigma C / 4 (half the intended), and the delta for 5 clients was 0.02."""
     from common.config import RunConfig
     from server.central_dp import wrap
     from server.strategy import RecommenderFedAvg
@@ -247,8 +253,9 @@ def test_attack_6_central_noise_is_not_diluted_when_clients_drop_out(tmp_path, t
 
 # 7 --------------------------------------------------------------------------------------------------
 def test_attack_7_rolling_back_or_deleting_the_ledger_fails(tiny_config, make_device, task_identity):
-    """Before: the ledger had no version and no tie to its store: an older copy was accepted and a
-    deleted ledger meant epsilon 0."""
+    """Before: the ledger had no version and no tie to its store. Seen on cb8cc5a: epsilon 1.44
+    after round 1, 2.17 after round 2; with the round-1 copy put back, round 3 was answered and
+    round 2's spending forgotten; with the ledger deleted, the next round started again at 1.44."""
     node = make_device(users=15)
     cfg = tiny_config.replace(dp="local", noise_multiplier=3.0, dp_local_steps=2)
     store, _ = _ledger(node)
@@ -310,8 +317,9 @@ def test_when_two_runs_share_a_store_then_no_release_is_lost(make_device):
 # 8 --------------------------------------------------------------------------------------------------
 def test_attack_8_a_crafted_store_header_cannot_demand_a_huge_key_derivation(tmp_path, tiny_config, task_identity,
                                                                              monkeypatch):
-    """Before: a header asking for 100 Argon2id passes over 4 GiB was derived before the key check
-    (minutes of CPU and 4 GiB of memory for whoever opened the file)."""
+    """Before: a header asking for 100 Argon2id passes over 4 GiB passed the header checks (both at
+    their old maxima) and reached the key derivation before the key check: seen on cb8cc5a,
+    `_derive` was called with ('argon2id', (100, 4194304, 4)) (minutes and 4 GiB to run)."""
     store = tmp_path / "crafted.prv"
     header = _PREFIX.pack(MAGIC, 1, 1, 100, 4 << 20, 4, os.urandom(16), os.urandom(7), 1 << 20)
     store.write_bytes(header + os.urandom(16) + os.urandom(64))
@@ -327,7 +335,8 @@ def test_attack_8_a_crafted_store_header_cannot_demand_a_huge_key_derivation(tmp
 
 def test_attack_8_bad_record_messages_hold_no_raw_review_values(tmp_path, caplog):
     """Before: a bad record's problem line echoed the raw, not yet anonymised value into logs and
-    errors (e.g. `field 'summary': must be a string or null, got ['Call Bianca at 555-0100']`)."""
+    errors; seen on cb8cc5a: "field 'summary': must be a string or null, got ['Call Bianca Roth at
+    555-0100']"."""
     pii = "Call Bianca Roth at 555-0100"
     good = json.loads((DEMO_DATA_DIR / "reviews.jsonl").read_text().splitlines()[0])
     path = tmp_path / "reviews.jsonl"
@@ -343,8 +352,9 @@ def test_attack_8_bad_record_messages_hold_no_raw_review_values(tmp_path, caplog
 # 9 --------------------------------------------------------------------------------------------------
 def test_attack_9_a_full_disk_during_prepare_prints_no_private_data(tmp_path):
     """Before: `client prepare` into a full disk (a small store, so the error came at flush) died
-    with a rich traceback listing local variables: raw review text, reviewer names, user ids and
-    the pseudonym key."""
+    with a rich traceback listing local variables. Seen on cb8cc5a: exit code 1 on "OSError: [Errno
+    27] File too large" and 66 KB of traceback holding all four review texts, summaries, the user
+    id, the reviewer's name and the whole 64-hex pseudonym key."""
     rows = (DEMO_DATA_DIR / "reviews.jsonl").read_text().splitlines()[:4]
     reviews = tmp_path / "reviews.jsonl"
     reviews.write_text("\n".join(rows) + "\n")

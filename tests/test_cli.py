@@ -8,7 +8,9 @@ from common.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("args", [[], ["simulate"], ["baselines"], ["config"], ["data"], ["data", "check"]])
+@pytest.mark.parametrize("args", [[], ["simulate"], ["baselines"], ["config"], ["data"], ["data", "check"],
+                                  ["client"], ["client", "prepare"], ["client", "inspect"], ["client", "policy"],
+                                  ["client", "change-passphrase"], ["client", "new-key"]])
 def test_when_help_asked_then_every_command_explains_itself(args):
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0
@@ -40,6 +42,43 @@ def test_when_setting_is_invalid_then_simulate_refuses_before_starting():
     result = runner.invoke(app, ["simulate", "--set", "lora-r=0"])
     assert result.exit_code == 2
     assert "`lora-r` should be a positive integer, got 0." in result.output
+
+
+def test_when_device_policy_is_bad_then_simulate_refuses_before_starting(tmp_path):
+    policy = tmp_path / "strict.toml"
+    policy.write_text("require-dp = true\neval-noise-multiplier = 0.0\n")
+    result = runner.invoke(app, ["simulate", "--device-policy", str(policy)])
+    assert result.exit_code == 2
+    assert "`eval-noise-multiplier` is 0" in result.output.replace("\n", "") and "Traceback" not in result.output
+    result = runner.invoke(app, ["simulate", "--device-policy", str(tmp_path / "missing.toml")])
+    assert result.exit_code == 2 and "no privacy policy there" in result.output.replace("\n", "")
+
+
+def test_when_client_policy_written_then_shown_and_checked(tmp_path):
+    path = tmp_path / "me.prv.policy.toml"
+    written = runner.invoke(app, ["client", "policy", str(path), "--write"])
+    assert written.exit_code == 0, written.output
+    assert "DP required" in written.output and path.is_file()
+    again = runner.invoke(app, ["client", "policy", str(path), "--write"])
+    assert again.exit_code == 2 and "already exists" in again.output.replace("\n", "")
+    path.write_text("epsilon-budget = -3.0\n")
+    shown = runner.invoke(app, ["client", "policy", str(path)])
+    assert shown.exit_code == 2 and "`epsilon-budget` should be positive" in shown.output.replace("\n", "")
+
+
+def test_when_an_unexpected_error_happens_then_one_line_names_only_its_type(monkeypatch, capsys):
+    import common.cli
+
+    def boom(*args, **kwargs):
+        raise KeyError("Quinn Harlow wrote: my address is 12 Elm Street")
+
+    monkeypatch.setattr(common.cli, "app", boom)
+    monkeypatch.delenv("PRIVREC_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        common.cli.main()
+    printed = capsys.readouterr()
+    assert exited.value.code == 1
+    assert "unexpected KeyError" in printed.err and "Quinn" not in printed.err + printed.out
 
 
 def test_when_config_listed_then_every_setting_appears():

@@ -1,18 +1,20 @@
 """The ClientApp's real replies, and the egress guard that stands between them and the network."""
 
+from pathlib import Path
+
 import pytest
 import torch
-from flwr.app import (ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord,
-                      RecordDict)
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 import client.client_app
 from client.client_app import build_client_app, open_local_data
-from client.egress import (DP_TRAIN_METRICS, EVALUATE_METRICS, TRAIN_METRICS, EgressError, check_reply,
-                           egress_guard)
+from client.egress import DP_TRAIN_METRICS, EVALUATE_METRICS, TRAIN_METRICS, EgressError, check_reply, egress_guard
+from client.encryption import KdfSettings, Secret, change_secret
+from client.policy import PrivacyPolicy, policy_path
 from common import records
 from common.run_data import RunData
-from helpers import initial_state, simulated_context
+from helpers import initial_state, node_context, simulated_context
 
 
 def _context(partition: int = 1) -> Context:
@@ -190,3 +192,22 @@ def test_when_upload_dtype_float16_then_half_the_bytes_leave(tiny_config, task_i
     sent = sum(len(a.data) for a in arrays.values())
     full = sum(len(a.data) for a in ArrayRecord(initial).values())
     assert sent < 0.55 * full
+
+
+def test_when_a_supernode_names_its_store_and_passphrase_file_then_it_trains_on_it(tiny_config, make_device,
+                                                                                  task_identity, tmp_path):
+    """The deployment branch: node config `store` + `passphrase-file` (+ the policy beside the store)."""
+    node = make_device(users=15)
+    store = Path(node[records.STORE])
+    change_secret(store, Secret.from_key_file(node[records.KEY_FILE]), Secret.from_passphrase("a device passphrase"),
+                  kdf=KdfSettings.fast())
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("a device passphrase\n")
+    passphrase.chmod(0o600)
+    PrivacyPolicy(require_dp=False, eval_noise_multiplier=0.0).write(policy_path(store), force=True)
+    cfg = tiny_config.replace(local_steps=1)
+    msg, _ = _message(cfg, MessageType.TRAIN)
+    reply = build_client_app(cfg)(msg, node_context({records.STORE: str(store),
+                                                     records.PASSPHRASE_FILE: str(passphrase)}))
+    assert not reply.has_error(), reply.error
+    assert reply.content[records.METRICS][records.NUM_EXAMPLES] == 15

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,12 +13,14 @@ from opacus.accountants import PRVAccountant, RDPAccountant
 
 from client.client_app import build_client_app, open_local_data
 from client.dp_training import FrozenTowers, calibrate_noise, only_training, train_private
+from client.encryption import Secret
 from client.policy import PrivacyPolicy
 from client.privacy_ledger import BudgetExhausted, LedgerError, LedgerKey, PrivacyLedger, open_locked
 from client.simulated_devices import reset_ledgers
+from client.store import LocalStore
 from common import records
 from common.recommender import Recommender
-from helpers import message, simulated_context
+from helpers import message, node_context, simulated_context
 
 KEY = LedgerKey.of_store("ab" * 32)
 POLICY = PrivacyPolicy(epsilon_budget=100, max_epsilon_per_round=100)
@@ -262,8 +265,27 @@ def test_when_client_trains_with_dp_then_epsilon_accumulates_and_budget_is_enfor
     assert spent[-1] == pytest.approx(reference.get_epsilon(delta=1e-5), rel=1e-6)
 
 
+def test_when_noise_is_not_given_then_the_device_calibrates_for_the_planned_run(tiny_config, make_device,
+                                                                                task_identity):
+    """No `noise-multiplier`: the device's own calibration (target, its delta, the planned rounds and
+    its noised evaluations) is what the ledger records, and the whole planned run lands on target."""
+    node = make_device(users=15)  # the strict default policy: noised evaluation x5, delta 1e-5
+    cfg = tiny_config.replace(dp="local", dp_local_steps=2, num_rounds=2, target_epsilon=6.0)
+    reply = build_client_app(cfg)(message(cfg), node_context(node))
+    assert not reply.has_error(), reply.error
+    store = Path(node[records.STORE])
+    metadata = LocalStore.open(store, Secret.from_key_file(node[records.KEY_FILE])).metadata
+    ((sigma, rate, steps),) = PrivacyLedger.open(store, LedgerKey.of_store(metadata.pseudonym_key)).history
+    assert (rate, steps) == (1.0, 2) and sigma > 1.0
+    planned = RDPAccountant()
+    planned.history = [(sigma, 1.0, 2 * 2), (5.0, 1.0, 2 + 2)]  # both rounds and 4 evaluations
+    assert planned.get_epsilon(delta=1e-5) == pytest.approx(6.0, abs=0.02)
+
+
 def test_when_central_dp_then_client_update_is_clipped(tiny_config, task_identity):
-    from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM  # what Flower's wrapper sets
+    from flwr.supercore.differential_privacy import (
+        KEY_CLIPPING_NORM,  # what Flower's wrapper sets
+    )
 
     cfg = tiny_config.replace(dp="central", local_steps=3, learning_rate=5e-2)
     msg = message(cfg, **{KEY_CLIPPING_NORM: 0.05})

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 import server.server_app
+from client.egress import EVALUATE_METRICS, TRAIN_METRICS
+from client.encryption import Secret
 from client.privacy_ledger import state_dir
 from client.simulated_devices import device_files, stores_dir
 from client.store import LocalStore
-from client.encryption import Secret
-from client.egress import EVALUATE_METRICS, TRAIN_METRICS
 from common import records
 from common.config import RunConfig
 from common.model import build_model, load_checkpoint, trainable_state
