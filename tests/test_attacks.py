@@ -373,10 +373,27 @@ def test_attack_9_a_full_disk_during_prepare_prints_no_private_data(tmp_path):
 
     printed = done.stdout + done.stderr
     assert done.returncode == 2, printed
+    _assert_nothing_private(printed, rows)
+    assert not out.exists() and not list(tmp_path.glob(".device.prv.*"))  # no partial store
+
+    # change-passphrase into the same full disk: a one-line error, and the store is left as it was.
+    subprocess.run([str(privrec), "client", "prepare", "--reviews", str(reviews), "--items",
+                    str(DEMO_DATA_DIR / "items.jsonl"), "--out", str(out), "--key-file", str(key),
+                    "--pii-model", "none"], capture_output=True, check=True, timeout=300)
+    before = out.read_bytes()
+    new_key = tmp_path / "new.key"
+    make_key_file(new_key)
+    done = subprocess.run([str(privrec), "client", "change-passphrase", str(out), "--key-file", str(key),
+                           "--new-key-file", str(new_key)], capture_output=True, text=True,
+                          preexec_fn=small_disk, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 2, done.stdout + done.stderr
+    _assert_nothing_private(done.stdout + done.stderr, rows)
+    assert out.read_bytes() == before
+
+
+def _assert_nothing_private(printed: str, rows: list[str]) -> None:
     assert "cannot write" in printed and "Traceback" not in printed and "locals" not in printed
-    private = [json.loads(r) for r in rows]
-    for row in private:
+    for row in map(json.loads, rows):
         for value in (row.get("review_text"), row.get("summary"), row.get("user_id"), row.get("reviewer_name")):
             if value and len(value) > 3:
                 assert value not in printed and value[:40] not in printed
-    assert not out.exists() and not list(tmp_path.glob(".device.prv.*"))  # no partial store
