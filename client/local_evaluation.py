@@ -31,6 +31,7 @@ from client.policy import PolicyRefusal, PrivacyPolicy
 from client.privacy_ledger import PrivacyLedger
 from common import records
 from common.config import RunConfig
+from common.metrics import metric_sums
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,8 @@ def evaluate_locally(msg: Message, data: ClientData, cfg: RunConfig, *, policy: 
     if not entries and target == "valid":
         limit = math.ceil(cfg.max_eval_users / cfg.num_clients)
     users = data.eval_users(target, limit=limit, seed=cfg.seed)
-    key = f"ndcg@{cfg.eval_k}"
-    sums = {f"hr@{cfg.eval_k}": 0.0, key: 0.0, "mrr": 0.0}
-    if users:
-        sums = global_model(msg, data, cfg).metric_sums(users, data.split, target=target)
-    values = {records.EVAL_USERS: float(len(users)), **sums}
+    ranks = global_model(msg, data, cfg).ranks(users, data.split, target=target) if users else []
+    values = {records.EVAL_USERS: float(len(ranks)), **metric_sums(ranks, k=cfg.eval_k)}
     if entries:
         rng = np.random.default_rng()  # seeded from OS entropy
         values = {name: value + float(rng.normal(0.0, USER_SENSITIVITY * noise)) for name, value in values.items()}

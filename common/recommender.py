@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from common.catalogue import Catalogue
 from common.config import RunConfig
-from common.metrics import metric_sums, summarise, target_rank
+from common.metrics import summarise, target_rank
 from common.model import (ItemVectors, TwoTowerRecommender, build_model, load_tokenizer,
                           load_trainable_state, pool_catalogue, resolve_device, trainable_state)
 from common.schema import Review
@@ -150,10 +150,6 @@ class Recommender:
         metrics = summarise(ranks, k=self.cfg.eval_k)
         metrics["num-users"] = float(len(ranks))
         return metrics
-
-    def metric_sums(self, users: Sequence[str], split: Split, *, target: str) -> dict[str, float]:
-        """Sums of HR@K, NDCG@K and MRR over the users (each adds at most 1 to each sum)."""
-        return metric_sums(self.ranks(users, split, target=target), k=self.cfg.eval_k)
 
     def ranks(self, users: Sequence[str], split: Split, *, target: str) -> np.ndarray:
         """Full-ranking rank of each user's held-out item (users without one are left out)."""

@@ -91,10 +91,11 @@ class ReplyCalibratedClipping(DifferentialPrivacyClientSideFixedClipping):
         """Uniform average of the successful replies plus noise for their number; or no release."""
         replies = list(replies)
         answered = [m for m in replies if m.has_content()]
-        refusal = (f"{len(answered)} of {len(replies)} clients replied, fewer than {self.min_replies}"
-                   if len(answered) < self.min_replies else
-                   f"the next release would pass epsilon {self.central.budget:g}"
-                   if not self.central.allows(self.noise_multiplier) else "")
+        refusal = ""
+        if len(answered) < self.min_replies:
+            refusal = f"{len(answered)} of {len(replies)} clients replied, fewer than {self.min_replies}"
+        elif not self.central.allows(self.noise_multiplier):
+            refusal = f"the next release would pass epsilon {self.central.budget:g}"
         if refusal:
             log.warning("round %d: %s; nothing released", server_round, refusal)
             self.strategy.aggregate_train(server_round, [m for m in replies if m.has_error()])  # bookkeeping
