@@ -32,7 +32,7 @@ from client.policy import PolicyError, PolicyRefusal
 from client.privacy_ledger import BudgetExhausted, LedgerError
 from client.store import StoreError
 from common import records
-from common.config import RunConfig
+from common.config import ConfigError, RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ _CODES: tuple[tuple[type[BaseException], int], ...] = (
     (EgressError, records.EGRESS_REFUSED), (BudgetExhausted, records.BUDGET_EXHAUSTED),
     (LedgerError, records.LEDGER_UNAVAILABLE), (BadRequest, records.BAD_REQUEST),
     (PolicyError, records.STORE_UNAVAILABLE), (StoreError, records.STORE_UNAVAILABLE),
-    (EncryptionError, records.STORE_UNAVAILABLE),
+    (EncryptionError, records.STORE_UNAVAILABLE), (ConfigError, records.BAD_REQUEST),
 )
 
 
@@ -155,8 +155,9 @@ class EgressGuard:
             check_reply(msg, reply, cfg)
         except Exception as err:  # noqa: BLE001 - every failure must leave as a fixed code
             code = code_of(err)
-            log.error("%s refused (code %d): %s", kind, code, str(err) if code != records.CLIENT_FAILED
-                      else f"{type(err).__name__} (details at debug level)")
+            unexpected = code in (records.CLIENT_FAILED, records.EGRESS_REFUSED)  # a bug, not a refusal
+            log.log(logging.ERROR if unexpected else logging.WARNING, "%s refused (code %d): %s", kind, code,
+                    f"{type(err).__name__} (details at debug level)" if code == records.CLIENT_FAILED else err)
             log.debug("details of the %s failure", kind, exc_info=True)
             return error_reply(msg, code)
         return reply
