@@ -11,7 +11,7 @@ knowing the run config, the seed, the node id and the round does not let anyone 
 noise. The released quantity is the noisy *sum* of clipped per-user gradients (Opacus's
 normalisation by the expected batch, which would scale with the private user count, is set to
 1; Adam is invariant to that scale). Nothing in a DP reply depends on the data except through
-this mechanism: see :func:`client.client_app.train_locally`. Not covered: floating-point
+this mechanism: see :func:`client.local_training.train_locally`. Not covered: floating-point
 attacks on the Gaussian sampler (Opacus's ``secure_mode`` needs torchcsprng, which has no build
 for this torch); the seed of each round's generator is 64 bits of OS entropy.
 
@@ -42,6 +42,7 @@ from opacus.data_loader import DPDataLoader
 from opacus.grad_sample import register_grad_sampler
 from torch.utils.data import TensorDataset
 
+from client.privacy_ledger import ACCOUNTANTS
 from common.model import ItemBias, ItemTable
 from common.recommender import Recommender, TrainResult, all_examples
 from common.split import Split
@@ -86,7 +87,6 @@ def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, 
     if not reserved:
         return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
                                           sample_rate=sample_rate, steps=steps, accountant=accountant))
-    from client.privacy_ledger import ACCOUNTANTS
 
     def epsilon(sigma: float) -> float:
         acc = ACCOUNTANTS[accountant]()
@@ -99,7 +99,7 @@ def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, 
         if high > 1e4:
             raise ValueError(f"the reserved releases alone spend more than epsilon {target_epsilon:g}; "
                              "lower the evaluation noise's cost or raise the target")
-    while high - low > 0.005:  # Opacus's own search stops at the same scale (epsilon within 0.01)
+    while high - low > 0.005:  # sigma to within 0.005, erring on the side of more noise
         middle = (low + high) / 2
         low, high = (middle, high) if epsilon(middle) > target_epsilon else (low, middle)
     return high

@@ -21,8 +21,8 @@ from client.anonymiser import PiiScrubber
 from client.anonymiser.vocabulary import product_words
 from client.encryption import Secret, make_key_file
 from client.policy import SIMULATED_DEVICE, PrivacyPolicy, policy_path
-from client.prepare import anonymise_reviews, build_metadata
-from client.privacy_ledger import LedgerKey, PrivacyLedger, open_locked
+from client.prepare import anonymise_reviews, build_metadata, start_ledger
+from client.privacy_ledger import LedgerKey, open_locked
 from client.store import STORE_FORMAT, LocalStore, new_pseudonym_key
 from common.config import RunConfig
 from common.run_data import RunData
@@ -69,7 +69,7 @@ def prepare_simulated_devices(cfg: RunConfig, partitions: list[int] | None = Non
         if not key_file.is_file():
             make_key_file(key_file)
         LocalStore.write(store, metadata, anonymised.reviews, Secret.from_key_file(key_file))
-        PrivacyLedger.create(store, LedgerKey.of_store(key))
+        start_ledger(store, key)
         if not policy_path(store).is_file():
             SIMULATED_DEVICE.write(policy_path(store))
         log.info("client %d: %d reviews of %d users, replaced %s", partition, metadata.num_reviews,
