@@ -107,13 +107,13 @@ def inspect(
                                 key_file=key_file, prompt=True)
         metadata = LocalStore.open(store, secret).metadata
         meta = metadata.public()
-        policy = PrivacyPolicy.load(policy_path(store))
+        rules = PrivacyPolicy.load(policy_path(store))
         ledger = PrivacyLedger.open(store, LedgerKey.of_store(metadata.pseudonym_key))
     except ERRORS as err:
         _fail(err)
-    meta["privacy-policy"] = policy.to_dict()
-    meta["privacy-spent"] = {"epsilon": round(ledger.epsilon(policy), 4), "delta": policy.delta,
-                             "budget": policy.epsilon_budget, "releases": len(ledger.events),
+    meta["privacy-policy"] = rules.to_dict()
+    meta["privacy-spent"] = {"epsilon": round(ledger.epsilon(rules), 4), "delta": rules.delta,
+                             "budget": rules.epsilon_budget, "releases": len(ledger.events),
                              "rounds-without-dp": ledger.rounds_without_dp, "ledger-version": ledger.version}
     meta["encryption"] = {"format-version": header.version, "kdf": header.kdf_name,
                           "kdf-params": header.kdf_params, "chunk-size": header.chunk_size}
