@@ -5,8 +5,8 @@ device policy's budget in the ledger before it starts and recorded there before 
 sent. A DP reply holds the tensors and two numbers that depend on no user: a uniform weight
 and the epsilon this store has spent (a function of the public settings and of which rounds it
 joined). Loss, user counts, steps and seconds stay on the device. Without DP (only where the
-policy allows it) the reply also carries the usual training statistics, and the round is
-reproducible from ``seed``.
+policy allows it) the reply also carries the usual training statistics, exact, so a client
+with fewer users than the policy's minimum refuses; the round is reproducible from ``seed``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from client.dp_training import calibrate_noise, train_private
 from client.local_data import ClientData
-from client.policy import PrivacyPolicy
+from client.policy import PolicyRefusal, PrivacyPolicy
 from client.privacy_ledger import BudgetExhausted, PrivacyLedger
 from common import records
 from common.config import RunConfig
@@ -65,7 +65,10 @@ def train_locally(msg: Message, data: ClientData, cfg: RunConfig, *, policy: Pri
     run_id = int(msg.metadata.run_id)
     if cfg.dp == "local":
         metrics = _train_private(recommender, data, cfg, policy, ledger, run_id, round_number)
-    else:
+    else:  # without DP (where the policy allows it) the reply's statistics are exact: a minimum applies
+        if len(data.users) < policy.min_users_per_reply:
+            raise PolicyRefusal(f"training refused: fewer users than the policy's minimum of "
+                                f"{policy.min_users_per_reply}", code=records.TOO_FEW_USERS)
         rng = random.Random(f"{cfg.seed}-{client_seed}-{round_number}")  # reproducible: no DP here
         torch.manual_seed(rng.randrange(2**31))
         result = recommender.train(data.users, data.split, rng=rng)

@@ -173,10 +173,11 @@ def test_attack_4_the_one_user_evaluation_oracle_fails(tiny_config, make_device,
     assert 2 * policy.eval_noise_multiplier / np.sqrt(len(answers)) > 1.0
 
 
-def test_attack_4_exact_evaluation_is_refused_below_the_minimum_users(tiny_config, make_device, task_identity):
-    """Before: no minimum; a one-user client answered exact metrics."""
+def test_attack_4_exact_replies_are_refused_below_the_minimum_users(tiny_config, make_device, task_identity):
+    """Before: no minimum; a one-user client answered exact metrics and exact training statistics."""
     node = make_device(users=1, policy=PrivacyPolicy(require_dp=False, eval_noise_multiplier=0.0))
     _assert_fixed_error(_ask(tiny_config, evaluate_message(tiny_config), node), records.TOO_FEW_USERS)
+    _assert_fixed_error(_ask(tiny_config, message(tiny_config), node), records.TOO_FEW_USERS)
 
 
 # 5 --------------------------------------------------------------------------------------------------
