@@ -90,7 +90,10 @@ def render(results: dict) -> str:
               "benchmark (research only), the devices' own noised estimate is in `dp_utility.json` "
               "(`test-reported`).",
               "- Before issue 11 (one seed, delta 1/(10 x users on the client), noise from a seeded generator, "
-              "training statistics sent): no DP 0.0458, epsilon 8 0.0314, epsilon 3 and 1 0.0212 (untrained)."]
+              "training statistics sent): no DP 0.0458, epsilon 8 0.0314, epsilon 3 and 1 0.0212 (untrained).",
+              "- Upload options without DP (issue 4, one seed, rows not re-run here: issue 11 did not touch "
+              "them): fp16 480,264 B per client per round at NDCG@10 0.0458 (100% of that run's no DP), "
+              "FFA-LoRA 909,072 B at 0.0440 (96%)."]
     return "\n".join(lines)
 
 
