@@ -3,7 +3,8 @@ privacy policy.
 
 Every message is answered in the same order: find the device (store, secret, policy), refuse a
 run that asks for less privacy than the policy, open the store and lock its privacy ledger,
-then train or evaluate within the budget. Everything it sends passes the egress guard: the
+then train or evaluate within the budget. Under distributed DP the train messages are SecAgg+
+stages instead, answered through ``secaggplus_mod`` (``client/secure_release.py``). Everything it sends passes the egress guard: the
 agreed tensors and allowed numbers, or an error code with a fixed reason.
 """
 
@@ -20,6 +21,7 @@ from client.egress import EgressGuard
 from client.local_data import ClientData
 from client.local_evaluation import evaluate_locally
 from client.local_training import train_locally
+from client.secure_release import secure_release_mod
 from common import records
 from common.config import RunConfig
 
@@ -43,7 +45,7 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
             return fixedclipping_mod(msg, context, call_next)
         return call_next(msg, context)
 
-    @app.train(mods=[policy_gate, central_clipping])
+    @app.train(mods=[policy_gate, central_clipping, secure_release_mod(config)])
     def train(msg: Message, context: Context) -> Message:
         cfg = config or RunConfig.from_mapping(context.run_config)
         device = Device.locate(cfg, context)

@@ -25,11 +25,13 @@ from typing import Callable
 
 import numpy as np
 from flwr.app import ArrayRecord, Context, Error, Message, MessageType, MetricRecord
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
 from client.encryption import EncryptionError
 from client.local_training import BadRequest
 from client.policy import PolicyError, PolicyRefusal
 from client.privacy_ledger import BudgetExhausted, LedgerError
+from client.secure_release import is_secure_aggregation
 from client.store import StoreError
 from common import records
 from common.config import ConfigError, RunConfig
@@ -44,6 +46,9 @@ EVALUATE_METRICS = frozenset({records.EVAL_USERS, "mrr"})
 _RANKING_METRIC = re.compile(r"(?:hr|ndcg)@\d{1,3}")
 ALLOWED_DTYPES = frozenset({"float32", "float16", "bfloat16"})
 FROZEN_UNDER_ITEM_BIAS_DP = "item_bias."  # the only tensors DP-SGD may change with dp-train = 'item-bias'
+# A SecAgg+ reply: the protocol's record, and the legacy fit result secaggplus_mod leaves (emptied).
+SECURE_AGGREGATION_RECORDS = frozenset({RECORD_KEY_CONFIGS, "fitres.parameters", "fitres.num_examples",
+                                        "fitres.metrics", "fitres.status"})
 
 
 
@@ -68,6 +73,9 @@ def check_reply(request: Message, reply: Message, cfg: RunConfig | None = None) 
     """
     kind = request.metadata.message_type
     content = reply.content
+    if kind == MessageType.TRAIN and is_secure_aggregation(request):
+        _check_secure_aggregation(reply, cfg)
+        return
     allowed = {records.METRICS} | ({records.ARRAYS} if kind == MessageType.TRAIN else set())
     extra = set(content.keys()) - allowed
     if extra:
@@ -79,6 +87,24 @@ def check_reply(request: Message, reply: Message, cfg: RunConfig | None = None) 
         _check_arrays(request, content.get(records.ARRAYS), frozen=frozen)
     names = (DP_TRAIN_METRICS if private else TRAIN_METRICS) if kind == MessageType.TRAIN else EVALUATE_METRICS
     _check_metrics(kind, content.get(records.METRICS), names)
+
+
+def _check_secure_aggregation(reply: Message, cfg: RunConfig | None) -> None:
+    """A SecAgg+ stage's reply: the protocol's own record (keys, encrypted shares, the masked
+    vector) and the emptied legacy fit result with weight 1; nothing else."""
+    if cfg is None or cfg.dp != "distributed":
+        raise EgressError("refused a secure-aggregation reply in a run without dp = 'distributed'")
+    content = reply.content
+    extra = set(content.keys()) - SECURE_AGGREGATION_RECORDS
+    if extra or RECORD_KEY_CONFIGS not in content.config_records:
+        raise EgressError(f"refused a secure-aggregation reply: {len(extra)} record(s) outside the allow-list")
+    if any(len(array_record) for array_record in content.array_records.values()):
+        raise EgressError("refused a secure-aggregation reply: it holds an unmasked tensor")
+    weight = content.metric_records.get("fitres.num_examples")
+    if weight is not None and dict(weight) != {"num_examples": 1}:
+        raise EgressError("refused a secure-aggregation reply: its weight must be 1 (a plain sum)")
+    if len(content.config_records.get("fitres.metrics", {})):
+        raise EgressError("refused a secure-aggregation reply: it carries metrics")
 
 
 def _check_arrays(request: Message, sent: object, *, frozen: bool) -> None:

@@ -60,6 +60,8 @@ def train_locally(msg: Message, data: ClientData, cfg: RunConfig, *, policy: Pri
                   ledger: PrivacyLedger, client_seed: int = 0) -> RecordDict:
     """Train the global model on this client's users; return only tensors and allowed numbers."""
     started = time.perf_counter()
+    if cfg.dp == "distributed":  # its only release is the secure sum: never plain tensors or statistics
+        raise BadRequest("under dp = 'distributed' a device contributes only through secure aggregation")
     round_number = server_round(msg)
     recommender = global_model(msg, data, cfg)
     run_id = int(msg.metadata.run_id)

@@ -48,8 +48,9 @@ class PolicyRefusal(RuntimeError):
 class PrivacyPolicy:
     """One device's privacy rules; the defaults are the strict ones a real device starts with."""
 
-    require_dp: bool = _opt(True, "Refuse training without user-level DP-SGD on this device (`dp` = "
-                            "'local'). 'central' DP is refused too: its noise is added by the server.")
+    require_dp: bool = _opt(True, "Refuse training without user-level DP whose noise this device adds "
+                            "itself (`dp` = 'local' or 'distributed'). 'central' DP is refused too: its "
+                            "noise is added by the server.")
     epsilon_budget: float = _opt(8.0, "Total epsilon this store may ever spend, over every run.")
     delta: float = _opt(1e-5, "The delta every epsilon of this device is stated at.")
     max_epsilon_per_round: float = _opt(8.0, "Refuse a round (or evaluation) that would spend more "
@@ -60,6 +61,9 @@ class PrivacyPolicy:
     eval_noise_multiplier: float = _opt(5.0, "Gaussian noise on evaluation sums, in units of one "
                                         "user's contribution, charged to the ledger; 0 = exact "
                                         "metrics (only with require-dp = false).")
+    assumed_colluders: int = _opt(0, "Distributed DP: clients this owner assumes collude with the server; "
+                                  "its noise share grows so that the other clients' shares still add up "
+                                  "(the larger of this and the run's `dp-colluders` is used).")
     max_evaluations_per_round: int = _opt(2, "Evaluation queries answered per run and round.")
     max_kdf_memory_mib: int = _opt(1024, "Refuse to unlock a store whose header asks for a costlier "
                                    "key derivation than this (memory, MiB).")
@@ -80,6 +84,8 @@ class PrivacyPolicy:
                      "max_kdf_iterations"):
             need(type(getattr(self, name)) is int and getattr(self, name) >= 1, name,
                  "should be a positive integer")
+        need(type(self.assumed_colluders) is int and self.assumed_colluders >= 0, "assumed_colluders",
+             "should be zero or a positive integer")
         need(self.epsilon_budget > 0, "epsilon_budget", "should be positive")
         need(0 < self.delta < 1, "delta", "should be in (0, 1); 1e-5 or smaller suits most populations")
         need(0 < self.max_epsilon_per_round <= self.epsilon_budget, "max_epsilon_per_round",
@@ -170,10 +176,10 @@ class PrivacyPolicy:
 
     def admit(self, cfg: RunConfig) -> None:
         """Raise :class:`PolicyRefusal` if ``cfg`` asks for less privacy than this policy allows."""
-        if self.require_dp and cfg.dp != "local":
+        if self.require_dp and cfg.dp not in ("local", "distributed"):
             raise PolicyRefusal(f"the run asks for dp = {cfg.dp!r}, but this device's policy requires "
-                                "user-level DP on the device (dp = 'local')")
-        if cfg.dp == "local" and cfg.target_epsilon > self.epsilon_budget:
+                                "user-level DP with noise added on the device (dp = 'local' or 'distributed')")
+        if cfg.dp in ("local", "distributed") and cfg.target_epsilon > self.epsilon_budget:
             raise PolicyRefusal(f"the run asks for target-epsilon {cfg.target_epsilon:g}, above this "
                                 f"device's budget of {self.epsilon_budget:g}")
 

@@ -12,17 +12,19 @@ the budget goes).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import Iterator
 
 from client.anonymiser import PiiScrubber
 from client.anonymiser.vocabulary import product_words
 from client.encryption import Secret, make_key_file
 from client.policy import SIMULATED_DEVICE, PrivacyPolicy, policy_path
 from client.prepare import anonymise_reviews, build_metadata, start_ledger
-from client.privacy_ledger import LedgerKey, open_locked
+from client.privacy_ledger import LedgerKey, PrivacyLedger, open_locked
 from client.store import STORE_FORMAT, LocalStore, new_pseudonym_key
 from common.config import RunConfig
 from common.run_data import RunData
@@ -89,12 +91,19 @@ def reset_ledgers(cfg: RunConfig, *, reason: str) -> None:
     """Give every simulated device a fresh budget (benchmarks and tests comparing settings); a
     device not prepared yet gets a fresh ledger when it is."""
     for partition in range(cfg.num_clients):
-        store, key_file = device_files(cfg, partition)
-        if not store.is_file():
+        if not device_files(cfg, partition)[0].is_file():
             continue
-        metadata = LocalStore.open(store, Secret.from_key_file(key_file)).metadata
-        with open_locked(store, LedgerKey.of_store(metadata.pseudonym_key)) as ledger:
+        with device_ledger(cfg, partition) as ledger:
             ledger.reset(reason=reason)
+
+
+@contextlib.contextmanager
+def device_ledger(cfg: RunConfig, partition: int) -> Iterator[PrivacyLedger]:
+    """A simulated device's privacy ledger, locked (benchmarks and tests read what it spent)."""
+    store, key_file = device_files(cfg, partition)
+    metadata = LocalStore.open(store, Secret.from_key_file(key_file)).metadata
+    with open_locked(store, LedgerKey.of_store(metadata.pseudonym_key)) as ledger:
+        yield ledger
 
 
 def _fingerprint(cfg: RunConfig) -> str:

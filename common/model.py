@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 HEADS_FILE = "heads.safetensors"
 META_FILE = "privrec.json"
 HEAD_PREFIXES = ("user_proj.", "item_proj.", "item_embedding", "item_bias")
+ITEM_BIAS = "item_bias.weight"  # the per-item score offsets in the exchanged state
 
 
 class ModelError(ValueError):

@@ -7,6 +7,8 @@ METRICS = "metrics"  # MetricRecord a client replies with
 # ConfigRecord keys (server -> client)
 SERVER_ROUND = "server-round"
 EVAL_TARGET = "eval-target"  # "valid" or "test": which held-out item a client ranks
+RELEASE = "release"  # distributed DP: which statistic a secure release sums
+RELEASE_ITEM_COUNTS = "item-counts"  # users' most recent training items, counted per item
 
 # MetricRecord keys (client -> server); all numeric
 NUM_EXAMPLES = "num-examples"

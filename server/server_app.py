@@ -5,15 +5,19 @@ from __future__ import annotations
 import logging
 import time
 
+import torch
 from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from common.config import RunConfig
+from common.federation_dp import FederationAccountant
+from common.model import ITEM_BIAS
 from common.recommender import Recommender
 from common.run_data import load_catalogue
 from server import central_dp
 from server.checkpoints import RunDirectory
 from server.evaluation import FederatedMetrics, RoundEvaluator, ServerSideMetrics
+from server.secure_release import ReleaseError, popularity_prior, secure_release
 from server.strategy import RecommenderFedAvg
 
 log = logging.getLogger(__name__)
@@ -26,13 +30,17 @@ def build_server_app(config: RunConfig | None = None, *, run_name: str = "") -> 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = config or RunConfig.from_mapping(context.run_config)
-        run_federation(grid, cfg, run_name=run_name)
+        run_federation(grid, cfg, run_name=run_name, context=context)
 
     return app
 
 
-def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "") -> RunDirectory:
-    """The story of a run: data, initial adapter, strategy, rounds, best checkpoint on test."""
+def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "",
+                   context: Context | None = None) -> RunDirectory:
+    """The story of a run: data, initial adapter, strategy, rounds, best checkpoint on test.
+
+    With ``dp`` = 'distributed' the rounds are one secure release instead (``context`` is the
+    ServerApp's, which Flower's SecAgg+ workflow needs)."""
     run = RunDirectory.create(cfg, run_name)
     log.info("run directory: %s", run.path)
     started = time.perf_counter()
@@ -44,6 +52,12 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "") -> RunDire
                   else FederatedMetrics(grid))
         evaluator = RoundEvaluator(cfg, recommender, source, run)
         initial = ArrayRecord(recommender.state())  # seeded by `seed`
+
+        if cfg.dp == "distributed":  # one secure, user-level DP release instead of FedAvg rounds
+            strategy = DistributedRun(cfg, recommender, evaluator, run)
+            strategy.start(grid, context, initial)
+            return _finish(run, cfg, evaluator, strategy.history, recommender, started,
+                           federation_epsilon=strategy.accountant.epsilon())
 
         # 2. FedAvg over adapter tensors only, stopping early on validation NDCG.
         strategy = RecommenderFedAvg(
@@ -68,22 +82,75 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "") -> RunDire
                      evaluate_fn=evaluate)
 
         # 4. The best round's adapter on the test items.
-        test = evaluator.metrics(evaluator.best_arrays(), "test", evaluator.best_round)
-        summary = {"best-round": evaluator.best_round, "stopped-early-at": evaluator.stopped_at,
-                   "rounds-trained": sum(1 for r in strategy.history if r.get("clients")),
-                   "clients-declined": sum(int(r.get("declined", 0)) for r in strategy.history),
-                   "dp": cfg.dp, "epsilon-max": max((r["epsilon-max"] for r in strategy.history
-                                                     if "epsilon-max" in r), default=None),
-                   "central-epsilon": central.epsilon() if central else None,
-                   "valid-best": evaluator.best_score, "test": test,
-                   "evaluation": cfg.evaluation, "wall-seconds": time.perf_counter() - started,
-                   "trainable-parameters": sum(v.numel() for v in recommender.state().values())}
-        run.write_summary(summary)
-        log.info("test (best round %d): %s", evaluator.best_round,
-                 ", ".join(f"{k}={v:.4f}" for k, v in test.items()))
-        return run
+        return _finish(run, cfg, evaluator, strategy.history, recommender, started,
+                       central_epsilon=central.epsilon() if central else None)
     finally:
         run.close()
+
+
+def _finish(run: RunDirectory, cfg: RunConfig, evaluator: RoundEvaluator, history: list[dict],
+            recommender: Recommender, started: float, **epsilons: float | None) -> RunDirectory:
+    """Score the best round on the test items and write the run's summary."""
+    test = evaluator.metrics(evaluator.best_arrays(), "test", evaluator.best_round)
+    summary = {"best-round": evaluator.best_round, "stopped-early-at": evaluator.stopped_at,
+               "rounds-trained": sum(1 for r in history if r.get("clients")),
+               "clients-declined": sum(int(r.get("declined", 0)) for r in history),
+               "dp": cfg.dp, "epsilon-max": max((r["epsilon-max"] for r in history if "epsilon-max" in r),
+                                                default=None),
+               "central-epsilon": None, "federation-epsilon": None,
+               **{k.replace("_", "-"): v for k, v in epsilons.items()},
+               "valid-best": evaluator.best_score, "test": test,
+               "evaluation": cfg.evaluation, "wall-seconds": time.perf_counter() - started,
+               "trainable-parameters": sum(v.numel() for v in recommender.state().values())}
+    run.write_summary(summary)
+    log.info("test (best round %d): %s", evaluator.best_round, ", ".join(f"{k}={v:.4f}" for k, v in test.items()))
+    return run
+
+
+class DistributedRun:
+    """A run under distributed DP: the untrained model, one secure release, the model with it.
+
+    Round 0 evaluates the zero-shot model (public weights only); round 1 is the release of the
+    users' recent item counts, whose noised sum becomes the per-item offsets (a DP popularity
+    prior added to the text scores), evaluated like any round.
+    """
+
+    def __init__(self, cfg: RunConfig, recommender: Recommender, evaluator: RoundEvaluator,
+                 run: RunDirectory) -> None:
+        self.cfg, self.recommender, self.evaluator, self.run = cfg, recommender, evaluator, run
+        self.accountant = FederationAccountant(cfg.target_delta)
+        self.history: list[dict] = []
+
+    def start(self, grid: Grid, context: Context | None, initial: ArrayRecord) -> None:
+        if context is None:
+            raise RuntimeError("dp = 'distributed' needs the ServerApp's context for SecAgg+")
+        if self.cfg.num_rounds > 1:
+            log.info("dp = 'distributed': the secure release is this run's only round (num-rounds is an upper "
+                     "bound; DP-SGD rounds after it are not built yet)")
+        self._evaluate(0, initial)
+        started = time.perf_counter()
+        try:
+            release = secure_release(grid, context, self.cfg, self.accountant)
+        except ReleaseError as err:  # too few clients: nothing released, nothing spent; keep round 0
+            log.warning("round 1: %s", err)
+            self.history.append({"round": 1, "clients": 0, "round-seconds": time.perf_counter() - started,
+                                 "federation-epsilon": self.accountant.epsilon()})
+            self.run.write_metrics(self.history)
+            return
+        state = {name: tensor.clone() for name, tensor in initial.to_torch_state_dict().items()}
+        prior = popularity_prior(release.total, self.cfg.prior_strength)
+        state[ITEM_BIAS] = state[ITEM_BIAS] + torch.as_tensor(prior, dtype=state[ITEM_BIAS].dtype)
+        self.history.append({"round": 1, "clients": release.contributors,
+                             "round-seconds": time.perf_counter() - started,
+                             "upload-bytes-per-client": release.upload_bytes_per_client,
+                             "noise-multiplier": release.noise_multiplier,
+                             "federation-epsilon": self.accountant.epsilon()})
+        self._evaluate(1, ArrayRecord(state))
+
+    def _evaluate(self, server_round: int, arrays: ArrayRecord) -> None:
+        metrics = self.evaluator.evaluate(server_round, arrays)
+        _merge_round(self.history, server_round, metrics)
+        self.run.write_metrics(self.history)
 
 
 def _merge_round(history: list[dict], server_round: int, metrics) -> None:

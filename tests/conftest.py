@@ -45,7 +45,7 @@ def tiny_config(tiny_bert: Path, tmp_path: Path, stores_root: Path):
     """A RunConfig on the demo data with the tiny BERT and short texts."""
     from common.config import RunConfig
 
-    return RunConfig(model_path=str(tiny_bert), embed_dim=16, max_profile_tokens=48,
+    return RunConfig(dp="none", model_path=str(tiny_bert), embed_dim=16, max_profile_tokens=48,
                      max_item_tokens=16, num_clients=3, num_rounds=2, learning_rate=5e-3,
                      run_dir=str(tmp_path / "runs"), device="cpu", stores_dir=str(stores_root))
 

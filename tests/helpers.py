@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
 from common import records
@@ -35,3 +37,41 @@ def node_context(node_config: dict, *, run_config: dict | None = None) -> Contex
 def simulated_context(partition: int, *, clients: int = 3) -> Context:
     """The Context of simulated client ``partition``."""
     return node_context({records.PARTITION_ID: partition, records.NUM_PARTITIONS: clients})
+
+
+class RecordingGrid:
+    """The server's Grid, keeping a copy of every reply that reaches the server."""
+
+    def __init__(self, grid) -> None:
+        self.grid, self.replies = grid, []
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+        self.replies.extend(replies)
+        return replies
+
+    def __getattr__(self, name):
+        return getattr(self.grid, name)
+
+
+class InProcessGrid:
+    """A Grid that hands each message to ``client_app`` in this process, one Context per node:
+    the server's workflows (SecAgg+ included) talk to real ClientApps whose internals a test can
+    instrument. ``replies`` keeps everything that reached the server."""
+
+    def __init__(self, client_app, node_configs: dict[int, dict], *, run_config: dict | None = None) -> None:
+        from types import SimpleNamespace
+
+        self.app, self.replies = client_app, []
+        self.run = SimpleNamespace(run_id=1)
+        self.contexts = {node: Context(run_id=1, node_id=node, node_config=config, state=RecordDict(),
+                                       run_config=run_config or {}) for node, config in node_configs.items()}
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        # Each node gets its own copy, as over the wire (SecAgg+ shares one content between nodes).
+        replies = [self.app(copy.deepcopy(m), self.contexts[m.metadata.dst_node_id]) for m in messages]
+        self.replies.extend(replies)
+        return replies

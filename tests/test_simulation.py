@@ -23,28 +23,14 @@ from common.config import RunConfig
 from common.model import build_model, load_checkpoint, trainable_state
 from common.run_data import RunData
 from server.simulation import simulate
+from helpers import RecordingGrid
 
 N_ITEMS = len(RunData.load(RunConfig()).catalogue)  # the demo catalogue the run uses
 
 
-class RecordingGrid:
-    """The server's Grid, keeping a copy of every reply that reaches the server."""
-
-    def __init__(self, grid) -> None:
-        self.grid, self.replies = grid, []
-
-    def send_and_receive(self, messages, *, timeout=None):
-        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
-        self.replies.extend(replies)
-        return replies
-
-    def __getattr__(self, name):
-        return getattr(self.grid, name)
-
-
 @pytest.fixture(scope="module")
 def finished_run(tiny_bert, tmp_path_factory, stores_root):
-    cfg = RunConfig(model_path=str(tiny_bert), embed_dim=16, max_profile_tokens=48, max_item_tokens=16,
+    cfg = RunConfig(dp="none", model_path=str(tiny_bert), embed_dim=16, max_profile_tokens=48, max_item_tokens=16,
                     num_clients=3, num_rounds=2, local_epochs=2, learning_rate=5e-3, patience=0,
                     run_dir=str(tmp_path_factory.mktemp("runs")), device="cpu",
                     stores_dir=str(stores_root))

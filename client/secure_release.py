@@ -1,0 +1,135 @@
+"""Distributed DP on the device: this client's share of one release summed over the federation.
+
+With ``dp`` = 'distributed' the run's training is one release of item statistics through
+Flower's SecAgg+ (``secaggplus_mod``): every device
+
+1. clips each of its users to their ``release-recent-items`` most recent training items (a 0/1
+   vector over the catalogue, L2 norm at most sqrt(k): the user-level sensitivity),
+2. sums its users' vectors and adds its *share* of the Gaussian noise, drawn from OS entropy:
+   standard deviation sigma x sqrt(k) / sqrt(t - c), where t is the SecAgg+ reconstruction
+   threshold this device itself agreed to in the protocol's setup (the fewest clients whose
+   shares any unmasked sum holds) and c the colluding clients assumed (the larger of the run's
+   ``dp-colluders`` and the device policy's ``assumed-colluders``). Any sum the server can
+   unmask therefore holds at least t - c honest shares, whose variances add up to at least
+   (sigma x sqrt(k))^2: one Gaussian mechanism over all the federation's users;
+3. checks the release against its own ledger before the protocol starts (a device past its
+   budget declines at the setup stage, before any key exists) and records it before its
+   masked vector leaves.
+
+sigma is a function of public run settings only (``target-epsilon``, ``target-delta``, one
+release, every user), so the server's accountant and every device's ledger compute the same.
+SecAgg+ quantises each value to 2^22 levels over [-clipping range, +clipping range] with
+stochastic rounding; continuous Gaussian noise rounded that way is DP only approximately
+(a discrete mechanism such as Skellam would be exact; see README "Distributed DP").
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from typing import Callable
+
+import numpy as np
+from flwr.app import Context, Message
+from flwr.client.mod import secaggplus_mod
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+from flwr.common.secure_aggregation.secaggplus_constants import (RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key,
+                                                                  Stage)
+from flwr.compat.common.recorddict_compat import fitres_to_recorddict
+
+from client.device import Device
+from client.local_data import ClientData
+from client.local_training import BadRequest
+from client.policy import PolicyRefusal, PrivacyPolicy
+from common import records
+from common.config import RunConfig
+from common.federation_dp import release_noise
+
+log = logging.getLogger(__name__)
+
+FITINS_CONFIG = "fitins.config"  # where Flower's legacy fit instruction keeps its config
+
+
+def item_counts(data: ClientData, recent: int) -> np.ndarray:
+    """Sum over this client's users of the 0/1 vector of their ``recent`` latest training items."""
+    counts = np.zeros(len(data.catalogue), dtype=np.float64)
+    for user in data.users:
+        reviews = data.split.train.get(user, [])[-recent:]  # train reviews are in time order
+        rows = np.unique(np.asarray(data.catalogue.rows(r.item_id for r in reviews), dtype=np.int64))
+        counts[rows] += 1.0
+    return counts
+
+
+def noise_share(shape: tuple[int, ...], std: float) -> np.ndarray:
+    """Gaussian noise from OS entropy (``default_rng()`` without a seed): nothing can replay it."""
+    return np.random.default_rng().normal(0.0, std, size=shape)
+
+
+def honest_shares(context: Context, cfg: RunConfig, policy: PrivacyPolicy) -> int:
+    """t - c: the SecAgg+ threshold this device agreed to, less the colluders assumed."""
+    state = context.state.config_records.get(RECORD_KEY_STATE)
+    if state is None or Key.THRESHOLD not in state:
+        raise BadRequest("a release arrived before the secure-aggregation setup")
+    honest = int(state[Key.THRESHOLD]) - max(cfg.dp_colluders, policy.assumed_colluders)
+    if honest < 1:
+        raise PolicyRefusal("the secure aggregation's threshold leaves no honest client beyond the assumed "
+                            "colluders", code=records.POLICY_REFUSED)
+    return honest
+
+
+def contribute(msg: Message, context: Context, cfg: RunConfig) -> Message:
+    """This device's clipped, noised item counts as a legacy fit reply (secaggplus_mod masks it)."""
+    config = msg.content.config_records.get(FITINS_CONFIG)
+    if config is None or config.get(records.RELEASE) != records.RELEASE_ITEM_COUNTS:
+        raise BadRequest("the release names no statistic this client knows")
+    device = Device.locate(cfg, context)
+    data = device.data(cfg)
+    honest = honest_shares(context, cfg, device.policy)
+    sigma, k = release_noise(cfg), cfg.release_recent_items
+    with device.ledger(data) as ledger:
+        ledger.check(device.policy, [(sigma, 1.0, 1)])
+        values = item_counts(data, k) + noise_share((len(data.catalogue),), sigma * math.sqrt(k / honest))
+        spent = ledger.record("release", [(sigma, 1.0, 1)], device.policy, run_id=int(msg.metadata.run_id),
+                              server_round=_round(msg))
+    log.info("release: item counts of the %d most recent items per user, noise multiplier %.3f split "
+             "over %d honest shares; epsilon spent %.3f of %g (delta %g)", k, sigma, honest, spent,
+             device.policy.epsilon_budget, device.policy.delta)
+    fitres = FitRes(status=Status(code=Code.OK, message=""), num_examples=1, metrics={},
+                    parameters=ndarrays_to_parameters([values.astype(np.float64)]))
+    return Message(content=fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)
+
+
+def is_secure_aggregation(msg: Message) -> bool:
+    """Whether ``msg`` is a stage of the SecAgg+ protocol."""
+    return RECORD_KEY_CONFIGS in msg.content.config_records
+
+
+def secure_release_mod(config: RunConfig | None) -> Callable[[Message, Context, Callable], Message]:
+    """Flower mod: SecAgg+ stages go through ``secaggplus_mod`` to :func:`contribute`."""
+
+    def mod(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+        if not is_secure_aggregation(msg):
+            return call_next(msg, context)
+        cfg = config or RunConfig.from_mapping(context.run_config)
+        if cfg.dp != "distributed":
+            raise BadRequest("a secure-aggregation stage in a run without dp = 'distributed'")
+        if msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE) == Stage.SETUP:
+            _check_budget(cfg, context)  # decline before any key is made: nothing spent
+        return secaggplus_mod(msg, context, functools.partial(contribute, cfg=cfg))
+
+    return mod
+
+
+def _check_budget(cfg: RunConfig, context: Context) -> None:
+    device = Device.locate(cfg, context)
+    data = device.data(cfg)
+    with device.ledger(data) as ledger:
+        ledger.check(device.policy, [(release_noise(cfg), 1.0, 1)])
+
+
+def _round(msg: Message) -> int:
+    try:
+        return int(msg.metadata.group_id or 0)
+    except ValueError:
+        return 0

@@ -1,0 +1,274 @@
+"""Distributed DP: one user-level release summed over the federation through SecAgg+.
+
+The simulated federation runs Flower's own SecAgg+ workflow and ``secaggplus_mod``; the grid is
+recorded on the server side, as a curious server would read it.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from opacus.accountants import RDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
+
+import server.server_app
+from client.policy import PrivacyPolicy
+from client.simulated_devices import prepare_simulated_devices, reset_ledgers
+from common.config import ConfigError, RunConfig
+from common.federation_dp import FederationAccountant, release_noise
+from server.simulation import simulate
+from helpers import RecordingGrid
+
+POLICY = PrivacyPolicy(epsilon_budget=8.0, eval_noise_multiplier=20.0, min_users_per_reply=1)
+
+
+def _config(tiny_bert, tmp_path_factory, stores_root, **changes) -> RunConfig:
+    return RunConfig(model_path=str(tiny_bert), embed_dim=16, max_profile_tokens=48, max_item_tokens=16,
+                     num_clients=3, num_rounds=1, patience=0, device="cpu", stores_dir=str(stores_root),
+                     run_dir=str(tmp_path_factory.mktemp("distributed-runs")), dp="distributed",
+                     target_epsilon=4.0, **changes)
+
+
+@pytest.fixture(scope="module")
+def distributed_run(tiny_bert, tmp_path_factory, stores_root):
+    cfg = _config(tiny_bert, tmp_path_factory, stores_root)
+    prepare_simulated_devices(cfg, progress=False)
+    reset_ledgers(cfg, reason="test: a new federation")
+    grids = []
+    real = server.server_app.run_federation
+
+    def recording(grid, cfg, **kwargs):
+        grids.append(RecordingGrid(grid))
+        return real(grids[-1], cfg, **kwargs)
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(server.server_app, "run_federation", recording)
+            path = simulate(cfg, run_name="distributed", cpus_per_client=1, progress=False, device_policy=POLICY)
+        yield cfg, path, grids[0].replies
+    finally:
+        reset_ledgers(cfg, reason="test: leave the shared stores unspent")
+
+
+def test_when_distributed_run_finishes_then_one_release_is_accounted(distributed_run):
+    cfg, path, _ = distributed_run
+    summary = json.loads((path / "summary.json").read_text())
+    rows = json.loads((path / "metrics.json").read_text())
+    assert [r["round"] for r in rows] == [0, 1] and rows[1]["clients"] == 3
+    reference = RDPAccountant()  # an independent Opacus run on the same history
+    sigma = get_noise_multiplier(target_epsilon=4.0, target_delta=cfg.target_delta, sample_rate=1.0, steps=1)
+    reference.step(noise_multiplier=sigma, sample_rate=1.0)
+    assert summary["federation-epsilon"] == pytest.approx(reference.get_epsilon(delta=cfg.target_delta))
+    assert summary["federation-epsilon"] <= 4.0 and summary["dp"] == "distributed" and "test" in summary
+
+
+def test_when_distributed_run_then_no_client_vector_reaches_the_server(distributed_run):
+    _, _, replies = distributed_run
+    train = [m for m in replies if m.metadata.message_type == "train"]
+    assert train, "the release sent no train messages"
+    for message in train:  # SecAgg+ stages: keys, encrypted shares, masked vectors; no tensor in the clear
+        assert not message.has_error()
+        assert all(len(record) == 0 for record in message.content.array_records.values())
+
+
+def test_when_distributed_run_then_every_device_recorded_the_federation_release(distributed_run):
+    from client.simulated_devices import device_ledger
+
+    cfg, _, _ = distributed_run
+    for partition in range(cfg.num_clients):
+        with device_ledger(cfg, partition) as ledger:
+            releases = [e for e in ledger.events if e["kind"] == "release"]
+            assert [e["entries"] for e in releases] == [[[release_noise(cfg), 1.0, 1]]]
+
+
+def test_when_distributed_dp_config_is_wrong_then_error_names_the_field():
+    with pytest.raises(ConfigError, match="secagg-threshold"):
+        RunConfig(dp="distributed", num_clients=3, secagg_threshold=4)
+    with pytest.raises(ConfigError, match="dp-colluders"):
+        RunConfig(dp="distributed", num_clients=3, dp_colluders=3)
+    with pytest.raises(ConfigError, match="item-embeddings"):
+        RunConfig(dp="distributed", item_embeddings=False)
+
+
+def test_federation_accountant_matches_opacus():
+    accountant = FederationAccountant(delta=1e-5)
+    assert accountant.epsilon() == 0.0
+    accountant.record(1.3)
+    accountant.record(2.0)
+    reference = RDPAccountant()
+    reference.history = [(1.3, 1.0, 1), (2.0, 1.0, 1)]
+    assert accountant.epsilon() == pytest.approx(reference.get_epsilon(delta=1e-5))
+
+
+def test_noise_multiplier_is_calibrated_from_public_settings_only():
+    cfg = RunConfig(dp="distributed", num_rounds=1, target_epsilon=2.0)
+    expected = get_noise_multiplier(target_epsilon=2.0, target_delta=cfg.target_delta, sample_rate=1.0, steps=1)
+    assert release_noise(cfg) == pytest.approx(expected)
+    assert release_noise(cfg.replace(seed=7)) == release_noise(cfg)
+
+
+def test_noise_shares_add_up_to_the_calibrated_noise():
+    from client.secure_release import noise_share
+
+    sigma, k, honest = 1.7, 5, 4
+    shares = [noise_share((200_000,), sigma * math.sqrt(k / honest)) for _ in range(honest)]
+    assert np.std(np.sum(shares, axis=0)) == pytest.approx(sigma * math.sqrt(k), rel=0.01)
+    assert not np.array_equal(noise_share((8,), 1.0), noise_share((8,), 1.0))  # OS entropy, no replay
+
+
+@pytest.fixture(scope="module")
+def short_of_threshold(distributed_run, tiny_bert, tmp_path_factory, stores_root):
+    """The same federation with one device past its budget: it declines at the setup stage."""
+    from client.simulated_devices import device_ledger
+
+    cfg = _config(tiny_bert, tmp_path_factory, stores_root)
+    reset_ledgers(cfg, reason="test: a new federation")
+    with device_ledger(cfg, 0) as ledger:
+        ledger.record("train", [(0.5, 1.0, 1)], POLICY, run_id=0, server_round=1)  # spends more than 8
+    try:
+        path = simulate(cfg, run_name="short", cpus_per_client=1, progress=False, device_policy=POLICY)
+        spent = []
+        for partition in range(cfg.num_clients):
+            with device_ledger(cfg, partition) as ledger:
+                spent.append([e for e in ledger.events if e["kind"] == "release"])
+        yield path, spent
+    finally:
+        reset_ledgers(cfg, reason="test: leave the shared stores unspent")
+
+
+def test_when_fewer_clients_than_threshold_then_release_aborts_and_spends_nothing(short_of_threshold):
+    path, spent = short_of_threshold
+    rows = json.loads((path / "metrics.json").read_text())
+    summary = json.loads((path / "summary.json").read_text())
+    assert rows[1]["clients"] == 0 and rows[1]["federation-epsilon"] == 0.0
+    assert summary["federation-epsilon"] == 0.0 and summary["best-round"] == 0  # the zero-shot model
+    assert spent == [[], [], []]  # the protocol stopped before any device sent its masked counts
+
+
+@pytest.fixture()
+def in_process_release(make_device, task_identity, monkeypatch, tmp_path):
+    """Flower's SecAgg+ workflow against three real devices' ClientApps in this process, with
+    each device's counts and noise share recorded where only the device could see them."""
+    import client.secure_release as device_side
+    from client.client_app import build_client_app
+    from helpers import InProcessGrid, node_context
+    from server.secure_release import ReleaseStrategy
+
+    cfg = RunConfig(dp="distributed", num_rounds=1, num_clients=3, target_epsilon=4.0, device="cpu",
+                    run_dir=str(tmp_path / "runs"))
+    policy = PrivacyPolicy(min_users_per_reply=1)
+    nodes = {n: make_device(users=8 + 4 * n, policy=policy, name=f"d{n}") for n in (11, 12, 13)}
+    sent = []
+
+    def recording_share(shape, std):
+        share = real_share(shape, std)
+        sent.append({"std": std, "noise": share})
+        return share
+
+    def recording_counts(data, recent):
+        counts = real_counts(data, recent)
+        sent.append({"counts": counts})
+        return counts
+
+    real_share, real_counts = device_side.noise_share, device_side.item_counts
+    monkeypatch.setattr(device_side, "noise_share", recording_share)
+    monkeypatch.setattr(device_side, "item_counts", recording_counts)
+    strategies = []
+    real_aggregate = ReleaseStrategy.aggregate_fit
+
+    def instrumented(self, server_round, results, failures):
+        strategies.append(self)
+        return real_aggregate(self, server_round, results, failures)
+
+    monkeypatch.setattr(ReleaseStrategy, "aggregate_fit", instrumented)
+    grid = InProcessGrid(build_client_app(cfg), nodes)
+    return cfg, grid, node_context({}), sent, strategies
+
+
+def test_when_release_then_server_sum_is_the_devices_noised_counts_and_nothing_else(in_process_release):
+    from server.secure_release import CLIPPING_RANGE, secure_release
+
+    cfg, grid, context, sent, strategies = in_process_release
+    accountant = FederationAccountant(cfg.target_delta)
+    release = secure_release(grid, context, cfg, accountant)
+    counts = [s["counts"] for s in sent if "counts" in s]
+    noise = [s["noise"] for s in sent if "noise" in s]
+    assert len(counts) == len(noise) == 3 and release.contributors == 3
+    step = 2 * CLIPPING_RANGE / 2**22  # SecAgg+'s quantisation step
+    assert np.abs(release.total - (np.sum(counts, axis=0) + np.sum(noise, axis=0))).max() < 3 * step
+    # Each share: sigma x sqrt(k) / sqrt(threshold), the threshold being every client here.
+    sigma = release_noise(cfg)
+    assert [s["std"] for s in sent if "std" in s] == [pytest.approx(sigma * math.sqrt(cfg.release_recent_items / 3))] * 3
+    assert accountant.epsilon() == pytest.approx(3.99, abs=0.01)
+    # The strategy saw the aggregate only: three identical copies, none a device's own vector.
+    (strategy,) = strategies
+    copies = [arrays[0] for arrays in strategy.seen]
+    assert all(np.array_equal(c, copies[0]) for c in copies)
+    for own in (c + n for c, n in zip(counts, noise)):
+        assert np.abs(copies[0] - own).max() > 1.0
+    for reply in grid.replies:  # what reached the server: protocol records, no tensor in the clear
+        assert not reply.has_error()
+        assert all(len(record) == 0 for record in reply.content.array_records.values())
+
+
+def test_when_server_starts_secure_aggregation_in_a_local_dp_run_then_fixed_code_only(make_device, task_identity):
+    """A curious server sends a SecAgg+ stage to a run that did not agree to distributed DP."""
+    from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+
+    from client.client_app import build_client_app
+    from common import records
+    from helpers import node_context
+
+    cfg = RunConfig(dp="local", device="cpu")
+    node = make_device(users=12, policy=PrivacyPolicy(min_users_per_reply=1))
+    msg = Message(content=RecordDict({RECORD_KEY_CONFIGS: ConfigRecord({Key.STAGE: Stage.SETUP})}),
+                  dst_node_id=1, message_type=MessageType.TRAIN)
+    reply = build_client_app(cfg)(msg, node_context(node))
+    assert reply.has_error() and reply.error.code == records.BAD_REQUEST
+    assert reply.error.reason == records.ERROR_REASONS[records.BAD_REQUEST]
+
+
+@pytest.mark.parametrize("tamper", ["tensor", "weight", "metrics", "extra-record"])
+def test_egress_refuses_a_secure_aggregation_reply_carrying_anything_else(tamper, task_identity):
+    from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+    from flwr.compat.common.recorddict_compat import fitres_to_recorddict
+
+    from client.egress import EgressError, check_reply
+
+    cfg = RunConfig(dp="distributed", num_rounds=1)
+    request = Message(content=RecordDict({RECORD_KEY_CONFIGS: ConfigRecord({Key.STAGE: Stage.COLLECT_MASKED_VECTORS})}),
+                      dst_node_id=1, message_type=MessageType.TRAIN)
+    content = fitres_to_recorddict(FitRes(status=Status(code=Code.OK, message=""), num_examples=1, metrics={},
+                                          parameters=ndarrays_to_parameters([])), keep_input=False)
+    content["fitres.parameters"].clear()  # what secaggplus_mod leaves after masking
+    content[RECORD_KEY_CONFIGS] = ConfigRecord({"masked": [1, 2, 3]})
+    check_reply(request, Message(content=content, reply_to=request), cfg)  # the protocol's own reply passes
+    if tamper == "tensor":
+        content["fitres.parameters"] = ArrayRecord([np.ones(3)])
+    elif tamper == "weight":
+        content["fitres.num_examples"] = MetricRecord({"num_examples": 143})  # a user count
+    elif tamper == "metrics":
+        content["fitres.metrics"] = ConfigRecord({"loss": 0.3})
+    else:
+        content["metrics"] = MetricRecord({"train-loss": 0.3})
+    with pytest.raises(EgressError):
+        check_reply(request, Message(content=content, reply_to=request), cfg)
+    with pytest.raises(EgressError):  # and no SecAgg+ reply at all outside distributed DP
+        check_reply(request, Message(content=content, reply_to=request), cfg.replace(dp="local"))
+
+
+def test_when_server_sends_a_plain_train_message_under_distributed_dp_then_refused(make_device, task_identity):
+    """A curious server skips SecAgg+ and asks a strict device for plain training under distributed
+    DP: the device would answer with un-noised tensors and statistics; it refuses."""
+    from client.client_app import build_client_app
+    from common import records
+    from helpers import message, node_context
+
+    cfg = RunConfig(dp="distributed", device="cpu")
+    node = make_device(users=12)  # the strict default policy: DP required
+    reply = build_client_app(cfg)(message(cfg), node_context(node))
+    assert reply.has_error() and reply.error.code == records.BAD_REQUEST
