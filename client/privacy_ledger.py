@@ -175,11 +175,12 @@ class PrivacyLedger:
         return sum(1 for e in self.events if e["kind"] == "train-without-dp")
 
     def record(self, kind: str, entries: list[Entry], policy: PrivacyPolicy, *, run_id: int,
-               server_round: int) -> float:
-        """Add one release (``kind``: 'train', 'evaluate' or 'train-without-dp'), save, return epsilon."""
+               server_round: int, **details: str) -> float:
+        """Add one release (``kind``: 'train', 'evaluate', 'release' or 'train-without-dp'), save,
+        return epsilon. ``details`` (e.g. which statistic) are kept with the event."""
         self.history.extend(tuple(e) for e in entries)
         spent = self.epsilon(policy)
-        self.events.append({"kind": kind, "run": run_id, "round": server_round,
+        self.events.append({"kind": kind, "run": run_id, "round": server_round, **details,
                             "entries": [list(e) for e in entries], "epsilon": spent, "time": int(time.time())})
         self._save()
         return spent

@@ -44,7 +44,7 @@ from client.local_training import BadRequest
 from client.policy import PolicyRefusal, PrivacyPolicy
 from common import records
 from common.config import RunConfig
-from common.federation_dp import release_noise
+from common.federation_dp import release_plan
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,27 @@ def item_counts(data: ClientData, recent: int) -> np.ndarray:
         rows = np.unique(np.asarray(data.catalogue.rows(r.item_id for r in reviews), dtype=np.int64))
         counts[rows] += 1.0
     return counts
+
+
+def head_gram(data: ClientData, head: list[int], recent: int) -> np.ndarray:
+    """Sum over this client's users of the upper triangle (with the diagonal) of x x^T, x the 0/1
+    vector of their ``recent`` latest training items among the ``head`` rows (the user's L2
+    contribution is at most sqrt(k (k + 1) / 2))."""
+    position = {row: i for i, row in enumerate(head)}
+    gram = np.zeros((len(head), len(head)), dtype=np.float64)
+    for user in data.users:
+        rows = data.catalogue.rows(r.item_id for r in data.split.train.get(user, []))
+        mine = [position[r] for r in dict.fromkeys(reversed(rows)) if r in position][:recent]
+        gram[np.ix_(mine, mine)] += 1.0
+    return gram[np.triu_indices(len(head))]
+
+
+def sensitivity(statistic: str, cfg: RunConfig) -> float:
+    """L2 bound of one user's contribution to ``statistic``."""
+    if statistic == records.RELEASE_ITEM_COUNTS:
+        return math.sqrt(cfg.release_recent_items)
+    k = cfg.release_head_recent
+    return math.sqrt(k * (k + 1) / 2)
 
 
 def noise_share(shape: tuple[int, ...], std: float) -> np.ndarray:
@@ -81,20 +102,28 @@ def honest_shares(context: Context, cfg: RunConfig, policy: PrivacyPolicy) -> in
 def contribute(msg: Message, context: Context, cfg: RunConfig) -> Message:
     """This device's clipped, noised item counts as a legacy fit reply (secaggplus_mod masks it)."""
     config = msg.content.config_records.get(FITINS_CONFIG)
-    if config is None or config.get(records.RELEASE) != records.RELEASE_ITEM_COUNTS:
-        raise BadRequest("the release names no statistic this client knows")
+    statistic = config.get(records.RELEASE) if config is not None else None
+    plan = release_plan(cfg)
+    if statistic not in plan:
+        raise BadRequest("the release names no statistic this run plans")
     device = Device.locate(cfg, context)
     data = device.data(cfg)
     honest = honest_shares(context, cfg, device.policy)
-    sigma, k = release_noise(cfg), cfg.release_recent_items
+    sigma = plan[statistic]
     with device.ledger(data) as ledger:
+        if statistic in _released(ledger, msg):
+            raise BadRequest("the run already released this statistic")  # no second look at it
         ledger.check(device.policy, [(sigma, 1.0, 1)])
-        values = item_counts(data, k) + noise_share((len(data.catalogue),), sigma * math.sqrt(k / honest))
+        if statistic == records.RELEASE_ITEM_COUNTS:
+            values = item_counts(data, cfg.release_recent_items)
+        else:
+            values = head_gram(data, _head(config, len(data.catalogue), cfg.release_head_items),
+                               cfg.release_head_recent)
+        values = values + noise_share(values.shape, sigma * sensitivity(statistic, cfg) / math.sqrt(honest))
         spent = ledger.record("release", [(sigma, 1.0, 1)], device.policy, run_id=int(msg.metadata.run_id),
-                              server_round=_round(msg))
-    log.info("release: item counts of the %d most recent items per user, noise multiplier %.3f split "
-             "over %d honest shares; epsilon spent %.3f of %g (delta %g)", k, sigma, honest, spent,
-             device.policy.epsilon_budget, device.policy.delta)
+                              server_round=_round(msg), statistic=statistic)
+    log.info("release of %s: noise multiplier %.3f split over %d honest shares; epsilon spent %.3f of %g "
+             "(delta %g)", statistic, sigma, honest, spent, device.policy.epsilon_budget, device.policy.delta)
     fitres = FitRes(status=Status(code=Code.OK, message=""), num_examples=1, metrics={},
                     parameters=ndarrays_to_parameters([values.astype(np.float64)]))
     return Message(content=fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)
@@ -115,17 +144,36 @@ def secure_release_mod(config: RunConfig | None) -> Callable[[Message, Context, 
         if cfg.dp != "distributed":
             raise BadRequest("a secure-aggregation stage in a run without dp = 'distributed'")
         if msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE) == Stage.SETUP:
-            _check_budget(cfg, context)  # decline before any key is made: nothing spent
+            _check_budget(cfg, context, msg)  # decline before any key is made: nothing spent
         return secaggplus_mod(msg, context, functools.partial(contribute, cfg=cfg))
 
     return mod
 
 
-def _check_budget(cfg: RunConfig, context: Context) -> None:
+def _check_budget(cfg: RunConfig, context: Context, msg: Message) -> None:
+    """At the setup stage: the run's releases still to come must fit the budget."""
     device = Device.locate(cfg, context)
     data = device.data(cfg)
     with device.ledger(data) as ledger:
-        ledger.check(device.policy, [(release_noise(cfg), 1.0, 1)])
+        done = _released(ledger, msg)
+        ledger.check(device.policy, [(sigma, 1.0, 1) for s, sigma in release_plan(cfg).items() if s not in done])
+
+
+def _released(ledger, msg: Message) -> set[str]:
+    """The statistics this run has already released from this device."""
+    return {e.get("statistic", records.RELEASE_ITEM_COUNTS) for e in ledger.events
+            if e["kind"] == "release" and e.get("run") == int(msg.metadata.run_id)}
+
+
+def _head(config, num_items: int, expected: int) -> list[int]:
+    """The head items' rows from the server's config: distinct, in the catalogue, as many as planned."""
+    try:
+        head = [int(v) for v in str(config.get(records.RELEASE_HEAD, "")).split(",")]
+    except ValueError:
+        raise BadRequest("the head items are not a list of catalogue rows") from None
+    if len(head) != min(expected, num_items) or len(set(head)) != len(head) or not all(0 <= r < num_items for r in head):
+        raise BadRequest("the head items do not fit the catalogue and the run's settings")
+    return head
 
 
 def _round(msg: Message) -> int:

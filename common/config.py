@@ -89,6 +89,17 @@ class RunConfig:
     prior_strength: float = _opt(20.0, "Distributed DP: weight of the released popularity prior in the "
                                  "scores (beta x noised count / largest count, added to the per-item "
                                  "offsets; text scores are cosines / temperature).")
+    release_head_items: int = _opt(0, "Distributed DP: also release the users' co-occurrence (Gram) matrix "
+                                   "on this many head items (the most counted in the first release), from "
+                                   "which the server fits an EASE item-item model scored on each device; 0 = "
+                                   "off. The budget is split between the two releases (`release-split`).")
+    release_head_recent: int = _opt(3, "Distributed DP: each user's clip in the Gram release, their this many "
+                                    "most recent head items (sensitivity sqrt(k (k + 1) / 2)).")
+    release_split: float = _opt(0.3, "Distributed DP with a Gram release: the counts' share of the budget "
+                                "(RDP: 1/sigma_counts^2 = share/sigma^2, the Gram gets the rest).")
+    ease_lambda: float = _opt(2000.0, "Distributed DP: ridge of the EASE fit on the noised Gram matrix.")
+    ease_weight: float = _opt(2.0, "Distributed DP: weight of the EASE scores, each device dividing them "
+                              "by their standard deviation over its own users.")
     secagg_threshold: int = _opt(0, "Distributed DP: SecAgg+ reconstruction threshold, the fewest clients "
                                  "whose shares a release needs; 0 = every sampled client. Each device's noise "
                                  "share assumes only this many (less `dp-colluders`) are in the sum.")
@@ -184,6 +195,13 @@ class RunConfig:
              "is not supported with `dp` = 'local' yet; turn one of them off")
         need(self.release_recent_items >= 1, "release_recent_items", "should be a positive integer")
         need(self.prior_strength >= 0, "prior_strength", "should be zero or positive")
+        need(self.release_head_items >= 0, "release_head_items", "should be zero (off) or a positive integer")
+        need(self.release_head_items == 0 or self.dp == "distributed", "release_head_items",
+             "needs `dp` = 'distributed' (it is a DP release); set it to 0")
+        need(self.release_head_recent >= 1, "release_head_recent", "should be a positive integer")
+        need(0.0 < self.release_split < 1.0, "release_split", "should be in (0, 1)")
+        need(self.ease_lambda > 0, "ease_lambda", "should be positive")
+        need(self.ease_weight >= 0, "ease_weight", "should be zero or positive")
         need(self.secagg_threshold == 0 or 2 <= self.secagg_threshold <= self.num_clients, "secagg_threshold",
              f"should be 0 (every sampled client) or between 2 and `num-clients` ({self.num_clients})")
         need(0 <= self.dp_colluders < max(self.secagg_threshold or self.num_clients, 1), "dp_colluders",

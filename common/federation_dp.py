@@ -1,29 +1,44 @@
 """Distributed DP's accounting, shared by the server and every device: one mechanism, one epsilon.
 
-A run with ``dp`` = 'distributed' makes ``RELEASES`` Gaussian release(s) over every user of the
+A run with ``dp`` = 'distributed' makes one or two Gaussian releases over every user of the
 federation (sampling rate 1: each participating device sends every user's clipped
-contribution). Its noise multiplier depends only on public run settings, so the server's
+contribution): the item counts and, with ``release-head-items`` > 0, the head items' Gram
+matrix. Their noise multipliers depend only on public run settings, so the server's
 :class:`FederationAccountant` and each device's ledger (``client/privacy_ledger.py``, at the
 device's own delta and budget) compute the same history with Opacus's accountant.
+
+The budget is split in RDP terms: sigma is the multiplier of one release that spends the
+target; the counts get sigma / sqrt(share) and the Gram sigma / sqrt(1 - share). Gaussian RDP
+adds up as 1 / sigma^2, so the two compose to exactly the single release's curve.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
+from common import records
 from common.config import RunConfig
 
-RELEASES = 1  # item counts, once per run
 SAMPLE_RATE = 1.0  # every user of every participating client
 
 
-def release_noise(cfg: RunConfig) -> float:
-    """sigma of each release: ``noise-multiplier`` if set, else calibrated to ``target-epsilon`` at
-    ``target-delta`` over the run's releases (Opacus RDP)."""
-    return cfg.noise_multiplier or _calibrated(cfg.target_epsilon, cfg.target_delta, RELEASES)
+def release_plan(cfg: RunConfig) -> dict[str, float]:
+    """Statistic -> noise multiplier of each release of the run, in order. sigma is
+    ``noise-multiplier`` if set, else calibrated to ``target-epsilon`` at ``target-delta``."""
+    sigma = cfg.noise_multiplier or _calibrated(cfg.target_epsilon, cfg.target_delta, 1)
+    if not cfg.release_head_items:
+        return {records.RELEASE_ITEM_COUNTS: sigma}
+    return {records.RELEASE_ITEM_COUNTS: sigma / math.sqrt(cfg.release_split),
+            records.RELEASE_HEAD_GRAM: sigma / math.sqrt(1.0 - cfg.release_split)}
+
+
+def release_noise(cfg: RunConfig, statistic: str = records.RELEASE_ITEM_COUNTS) -> float:
+    """The noise multiplier of ``statistic``'s release in this run."""
+    return release_plan(cfg)[statistic]
 
 
 @functools.lru_cache(maxsize=32)

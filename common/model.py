@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 HEADS_FILE = "heads.safetensors"
 META_FILE = "privrec.json"
-HEAD_PREFIXES = ("user_proj.", "item_proj.", "item_embedding", "item_bias")
+HEAD_PREFIXES = ("user_proj.", "item_proj.", "item_embedding", "item_bias", "item_item.")
+RELEASED_PREFIX = "item_item."  # statistics exchanged with the model but never trained
+ITEM_ITEM_WEIGHT, ITEM_ITEM_ROWS = "item_item.weight", "item_item.rows"
 ITEM_BIAS = "item_bias.weight"  # the per-item score offsets in the exchanged state
 
 
@@ -90,11 +92,31 @@ class ItemBias(nn.Module):
         return logits + self.weight
 
 
+class ItemItem(nn.Module):
+    """Released item-item weights over the head items (EASE fitted by the server from the
+    federation's DP Gram matrix; ``dp = "distributed"`` with ``release-head-items`` > 0).
+
+    Not trained: both tensors are statistics the server computed from a DP release and sends
+    with the model. ``rows`` holds the head items' catalogue rows (as float32, exact below 2^24).
+    A user's scores on the head items are their own training history times ``weight``, computed
+    on the device (joint DP: the user side is exact and stays local).
+    """
+
+    def __init__(self, head_items: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(head_items, head_items))
+        self.register_buffer("rows", torch.arange(head_items, dtype=torch.float32))
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        """[users, items] 0/1 training histories -> [users, head] item-item scores."""
+        return history[:, self.rows.long()] @ self.weight
+
+
 class TwoTowerRecommender(nn.Module):
     """Scores users against items; see the module docstring for the design."""
 
     def __init__(self, encoder: PeftModel, *, embed_dim: int, temperature: float,
-                 num_items: int = 0) -> None:
+                 num_items: int = 0, head_items: int = 0) -> None:
         super().__init__()
         hidden = encoder.get_base_model().config.hidden_size
         self.encoder = encoder
@@ -103,6 +125,7 @@ class TwoTowerRecommender(nn.Module):
         # Optional per-item vectors (zero at start, so an untrained row means "text only").
         self.item_embedding = ItemTable(num_items, embed_dim) if num_items else None
         self.item_bias = ItemBias(num_items) if num_items else None
+        self.item_item = ItemItem(head_items) if head_items else None
         self.temperature = temperature
         self._share_initial_projection()
 
@@ -193,7 +216,8 @@ def build_model(cfg: RunConfig, *, num_items: int = 0, seed: int | None = None) 
             if "lora_A" in name:
                 param.requires_grad_(False)
     return TwoTowerRecommender(encoder, embed_dim=cfg.embed_dim, temperature=cfg.temperature,
-                               num_items=num_items if cfg.item_embeddings else 0)
+                               num_items=num_items if cfg.item_embeddings else 0,
+                               head_items=cfg.release_head_items)
 
 
 def _top_layers(num_layers: int, top: int) -> list[int] | None:
@@ -212,18 +236,22 @@ def _checked_model_dir(cfg: RunConfig) -> Path:
 
 
 # ----- the exchanged state ---------------------------------------------------------------------
+def _exchanged(model: TwoTowerRecommender) -> dict[str, torch.Tensor]:
+    """The tensors that travel: trainable parameters and released statistics (buffers)."""
+    tensors = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    tensors.update({n: b for n, b in model.named_buffers() if n.startswith(RELEASED_PREFIX)})
+    return tensors
+
+
 def trainable_state(model: TwoTowerRecommender) -> dict[str, torch.Tensor]:
-    """Name -> detached CPU copy of every trainable tensor (LoRA + projections), nothing else."""
-    return {
-        name: param.detach().cpu().clone()
-        for name, param in model.named_parameters()
-        if param.requires_grad
-    }
+    """Name -> detached CPU copy of every exchanged tensor (LoRA, projections, offsets and any
+    released item-item weights), nothing else."""
+    return {name: tensor.detach().cpu().clone() for name, tensor in _exchanged(model).items()}
 
 
 def load_trainable_state(model: TwoTowerRecommender, state: Mapping[str, torch.Tensor]) -> None:
-    """Copy tensors into the trainable parameters; names, shapes and finiteness must match."""
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    """Copy tensors into the exchanged ones; names, shapes and finiteness must match."""
+    params = _exchanged(model)
     missing = sorted(set(params) - set(state))
     unexpected = sorted(set(state) - set(params))
     if missing or unexpected:
@@ -260,12 +288,13 @@ def load_checkpoint(directory: Path, cfg: RunConfig, *, num_items: int = 0) -> T
     base = AutoModel.from_pretrained(str(_checked_model_dir(cfg)))
     encoder = PeftModel.from_pretrained(base, str(directory), is_trainable=True)
     model = TwoTowerRecommender(encoder, embed_dim=cfg.embed_dim, temperature=cfg.temperature,
-                                num_items=num_items if cfg.item_embeddings else 0)
+                                num_items=num_items if cfg.item_embeddings else 0,
+                                head_items=cfg.release_head_items)
     heads = load_file(str(directory / HEADS_FILE))
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for name, tensor in _exchanged(model).items():
             if name in heads:
-                param.copy_(heads[name])
+                tensor.copy_(heads[name])
     return model
 
 

@@ -142,7 +142,23 @@ class Recommender:
         for start in range(0, len(users), batch_size):
             profiles = [split.train.get(u, []) for u in users[start:start + batch_size]]
             chunks.append(self.model.scores(self._encode(profiles), items).cpu().numpy())
-        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.catalogue)))
+        scores = np.concatenate(chunks) if chunks else np.zeros((0, len(self.catalogue)))
+        if self.model.item_item is not None and len(users):
+            self._add_item_item(scores, users, split)
+        return scores
+
+    def _add_item_item(self, scores: np.ndarray, users: Sequence[str], split: Split) -> None:
+        """Add ``ease-weight`` x the released item-item scores of the users' own histories on the
+        head items, divided by their standard deviation over these users (on the device: the
+        histories and this scale never leave it)."""
+        history = torch.zeros(len(users), len(self.catalogue))
+        for row, user in enumerate(users):
+            history[row, self.catalogue.rows(r.item_id for r in split.train.get(user, []))] = 1.0
+        extra = self.model.item_item(history.to(self.model.item_item.weight.device)).cpu().numpy()
+        scale = float(extra.std())
+        if scale > 0:
+            head = self.model.item_item.rows.long().cpu().numpy()
+            scores[:, head] += self.cfg.ease_weight * extra / scale
 
     def evaluate(self, users: Sequence[str], split: Split, *, target: str = "valid") -> dict[str, float]:
         """HR@K, NDCG@K and MRR on the users' validation or test item over the whole catalogue."""

@@ -9,6 +9,8 @@ SERVER_ROUND = "server-round"
 EVAL_TARGET = "eval-target"  # "valid" or "test": which held-out item a client ranks
 RELEASE = "release"  # distributed DP: which statistic a secure release sums
 RELEASE_ITEM_COUNTS = "item-counts"  # users' most recent training items, counted per item
+RELEASE_HEAD_GRAM = "head-gram"  # co-occurrences of users' recent head items (upper triangle)
+RELEASE_HEAD = "head"  # the head items' catalogue rows, comma-separated (public: from the counts)
 
 # MetricRecord keys (client -> server); all numeric
 NUM_EXAMPLES = "num-examples"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import statistics
 import sys
 import time
@@ -44,17 +45,24 @@ def _stat(values: list[float]) -> str:
 def render(results: dict) -> str:
     """The results.md section."""
     a = results["args"]
-    lines = [f"Command: `python scripts/benchmark_federation_dp.py` (2-core CPU). Real data, {a['clients']} "
-             f"IID clients, `dp = \"distributed\"`: every device sums its users' 0/1 vectors of their "
-             f"{results.get('recent-items', 2)} most recent training items (the user-level clip, sensitivity "
-             "sqrt(k)), adds its share of the Gaussian noise (OS entropy; the shares add up to sigma x sqrt(k) "
-             "over the SecAgg+ threshold, here every client), and the server unmasks only the sum (Flower "
-             "SecAgg+). The noised counts become the per-item offsets, prior strength "
-             f"{results.get('prior-strength', 20.0):g} x count / largest count, beside the zero-shot text model. One "
-             "release, sampling rate 1, delta 1e-5, Opacus RDP (the federation's accountant and every device's "
-             f"ledger agree). Validation on {a['max_eval_users']} users, test on every user (full ranking) at "
-             "the best validation round (0 = zero-shot); mean ± standard deviation over the seeds (partition "
-             "and store builds; the noise is fresh OS entropy in every run).", "",
+    settings = "; ".join(f"'{label}': {' '.join(values) or 'defaults'}"
+                         for label, values in results.get("settings", {}).items())
+    lines = [f"Command: `python scripts/benchmark_federation_dp.py [--label L --set KEY=VALUE ...]` (2-core CPU). "
+             f"Real data, {a['clients']} IID clients, `dp = \"distributed\"`: every device sums its users' 0/1 "
+             "vectors of their `release-recent-items` (default 2) most recent training items (the user-level "
+             "clip, sensitivity sqrt(k)), adds its share of the Gaussian noise (OS entropy; the shares add up "
+             "to sigma x sqrt(k) over the SecAgg+ threshold, here every client), and the server unmasks only "
+             "the sum (Flower SecAgg+). The noised counts become the per-item offsets, `prior-strength` x "
+             "count / largest count, beside the zero-shot text model. With `release-head-items` H > 0 a second "
+             "release sums the users' co-occurrences on the H most counted items (clip `release-head-recent`), "
+             "the server fits EASE on it and each device adds `ease-weight` x its users' EASE scores / their "
+             "standard deviation; the budget is split (`release-split`) so that the two releases compose to "
+             "the target. Sampling rate 1, delta 1e-5, Opacus RDP (the federation's accountant and every "
+             f"device's ledger agree). Validation on {a['max_eval_users']} users, test on every user (full "
+             "ranking) at the best validation round (0 = zero-shot); mean ± standard deviation over the seeds "
+             "(partition and store builds; the noise is fresh OS entropy in every run). Upload bytes: every "
+             "SecAgg+ stage's reply per client (the plain noised vector would be 7,200 B per release in "
+             f"float64). Rows' settings: {settings}.", "",
              "| setting | seeds | noise multiplier | best rounds | NDCG@10 | HR@10 | vs popularity (0.0380) "
              "| upload bytes per client | release seconds (median) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, runs in results["runs"].items():
@@ -75,6 +83,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--set", dest="settings", action="append", default=[],
                         help="extra run setting KEY=VALUE for every run (repeatable)")
+    parser.add_argument("--label", default="distributed", help="row name prefix, e.g. 'counts + head EASE'")
     parser.add_argument("--keep", action="store_true", help="keep the saved rows of settings not run now")
     parser.add_argument("--render-only", action="store_true", help="rewrite results.md from the JSON")
     args = parser.parse_args()
@@ -89,9 +98,10 @@ def main() -> None:
 
     results = {"args": vars(args), "runs": {}}
     if args.keep and path.is_file():
-        results["runs"] = json.loads(path.read_text())["runs"]
+        saved = json.loads(path.read_text())
+        results["runs"], results["settings"] = saved["runs"], saved.get("settings", {"distributed": []})
     for epsilon in args.epsilons:
-        name = f"distributed, epsilon {epsilon:g}"
+        name = f"{args.label}, epsilon {epsilon:g}"
         results["runs"][name] = []
         for seed in args.seeds:
             cfg = build_config(None, args.settings, reviews_path=str(DATA / "reviews.jsonl.gz"),
@@ -99,12 +109,12 @@ def main() -> None:
                                max_eval_users=args.max_eval_users, patience=0, min_train_clients=2, seed=seed,
                                dp="distributed", target_epsilon=epsilon, run_dir=str(OUT / "runs"),
                                stores_dir=str(OUT / "runs" / "stores"))
-            results["recent-items"], results["prior-strength"] = cfg.release_recent_items, cfg.prior_strength
+            results.setdefault("settings", {})[args.label] = args.settings
             prepare_simulated_devices(cfg)
             reset_ledgers(cfg, reason=f"benchmark: {name}, seed {seed}")  # new devices for every run
             started = time.perf_counter()
-            run = simulate(cfg, device_policy=SIMULATED_DEVICE,
-                           run_name=time.strftime(f"federation-dp-e{epsilon:g}-s{seed}-%Y%m%d-%H%M%S"))
+            run = simulate(cfg, device_policy=SIMULATED_DEVICE, run_name=time.strftime(
+                f"federation-dp-{re.sub('[^A-Za-z0-9]+', '-', args.label)}-e{epsilon:g}-s{seed}-%Y%m%d-%H%M%S"))
             summary = json.loads((run / "summary.json").read_text())
             release = [r for r in json.loads((run / "metrics.json").read_text()) if r.get("clients")][0]
             results["runs"][name].append({

@@ -87,9 +87,9 @@ def content_bytes(content) -> int:
 class ReleaseStrategy(Strategy):
     """Legacy strategy for one release: every available client contributes; keep the sum."""
 
-    def __init__(self, cfg: RunConfig, statistic: str) -> None:
+    def __init__(self, cfg: RunConfig, statistic: str, config: dict | None = None) -> None:
         super().__init__()
-        self.cfg, self.statistic = cfg, statistic
+        self.cfg, self.statistic, self.config = cfg, statistic, config or {}
         self.total: np.ndarray | None = None
         self.contributors = 0
         self.seen: list[list[np.ndarray]] = []  # what aggregate_fit was given (tests inspect it)
@@ -101,7 +101,7 @@ class ReleaseStrategy(Strategy):
                       client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
         wanted = max(math.ceil(self.cfg.fraction_train * self.cfg.num_clients), self.cfg.min_train_clients)
         clients = client_manager.sample(num_clients=wanted, min_num_clients=self.cfg.min_train_clients)
-        config = {records.RELEASE: self.statistic, records.SERVER_ROUND: server_round}
+        config = {**self.config, records.RELEASE: self.statistic, records.SERVER_ROUND: server_round}
         return [(client, FitIns(parameters, config)) for client in clients]
 
     def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
@@ -127,9 +127,10 @@ class ReleaseStrategy(Strategy):
 
 
 def secure_release(grid: Grid, context: Context, cfg: RunConfig, accountant: FederationAccountant,
-                   statistic: str = records.RELEASE_ITEM_COUNTS) -> Release:
-    """Run one SecAgg+ release of ``statistic``; record it in ``accountant``; return the noised sum."""
-    strategy = ReleaseStrategy(cfg, statistic)
+                   statistic: str = records.RELEASE_ITEM_COUNTS, config: dict | None = None) -> Release:
+    """Run one SecAgg+ release of ``statistic`` (``config``: what the devices need for it, e.g.
+    the head items); record it in ``accountant``; return the noised sum."""
+    strategy = ReleaseStrategy(cfg, statistic, config)
     grid = MeteredGrid(grid)
     threshold = cfg.secagg_threshold or cfg.num_clients
     workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
@@ -138,7 +139,7 @@ def secure_release(grid: Grid, context: Context, cfg: RunConfig, accountant: Fed
     if strategy.total is None:
         raise ReleaseError(f"the secure release of {statistic} did not complete: fewer than the threshold of "
                            f"{threshold} clients took part (see run.log); nothing was released or spent")
-    sigma = release_noise(cfg)
+    sigma = release_noise(cfg, statistic)
     accountant.record(sigma, SAMPLE_RATE, 1)
     log.info("released %s: secure sum over %d clients, noise multiplier %.3f, federation epsilon %.3f "
              "(delta %g)", statistic, strategy.contributors, sigma, accountant.epsilon(), accountant.delta)
@@ -153,3 +154,21 @@ def popularity_prior(counts: np.ndarray, strength: float) -> np.ndarray:
     counts = np.clip(counts, 0.0, None)
     top = counts.max()
     return strength * counts / top if top > 0 else np.zeros_like(counts)
+
+
+def head_items(counts: np.ndarray, size: int) -> np.ndarray:
+    """The ``size`` most counted items' rows (ties by row), from the noised counts."""
+    return np.argsort(-counts, kind="stable")[:size]
+
+
+def ease(upper: np.ndarray, size: int, ridge: float) -> np.ndarray:
+    """EASE item-item weights (Steck 2019) from a released upper triangle of a Gram matrix:
+    B = -P / diag(P) with P = (G + ridge I)^-1, diag(B) = 0."""
+    gram = np.zeros((size, size))
+    gram[np.triu_indices(size)] = upper
+    gram = gram + np.triu(gram, 1).T
+    inverse = np.linalg.inv(gram + ridge * np.eye(size))
+    weights = -inverse / np.diag(inverse)
+    np.fill_diagonal(weights, 0.0)
+    return weights
+

@@ -9,15 +9,16 @@ import torch
 from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from common.config import RunConfig
+from common import records
+from common.config import ConfigError, RunConfig
 from common.federation_dp import FederationAccountant
-from common.model import ITEM_BIAS
+from common.model import ITEM_BIAS, ITEM_ITEM_ROWS, ITEM_ITEM_WEIGHT
 from common.recommender import Recommender
 from common.run_data import load_catalogue
 from server import central_dp
 from server.checkpoints import RunDirectory
 from server.evaluation import FederatedMetrics, RoundEvaluator, ServerSideMetrics
-from server.secure_release import ReleaseError, popularity_prior, secure_release
+from server.secure_release import ReleaseError, ease, head_items, popularity_prior, secure_release
 from server.strategy import RecommenderFedAvg
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,9 @@ class DistributedRun:
     def start(self, grid: Grid, context: Context | None, initial: ArrayRecord) -> None:
         if context is None:
             raise RuntimeError("dp = 'distributed' needs the ServerApp's context for SecAgg+")
+        if self.cfg.release_head_items > len(self.recommender.catalogue):
+            raise ConfigError(f"`release-head-items` {self.cfg.release_head_items} is larger than the catalogue "
+                              f"({len(self.recommender.catalogue)} items); lower it")
         if self.cfg.num_rounds > 1:
             log.info("dp = 'distributed': the secure release is this run's only round (num-rounds is an upper "
                      "bound; DP-SGD rounds after it are not built yet)")
@@ -140,9 +144,22 @@ class DistributedRun:
         state = {name: tensor.clone() for name, tensor in initial.to_torch_state_dict().items()}
         prior = popularity_prior(release.total, self.cfg.prior_strength)
         state[ITEM_BIAS] = state[ITEM_BIAS] + torch.as_tensor(prior, dtype=state[ITEM_BIAS].dtype)
-        self.history.append({"round": 1, "clients": release.contributors,
+        releases = [release]
+        if self.cfg.release_head_items:  # the head items' Gram, for an EASE model scored on the devices
+            head = head_items(release.total, self.cfg.release_head_items)
+            try:
+                gram = secure_release(grid, context, self.cfg, self.accountant, records.RELEASE_HEAD_GRAM,
+                                      {records.RELEASE_HEAD: ",".join(str(int(r)) for r in head)})
+            except ReleaseError as err:  # the counts stay released; the run goes on without EASE
+                log.warning("round 1: %s", err)
+            else:
+                releases.append(gram)
+                state[ITEM_ITEM_WEIGHT] = torch.as_tensor(ease(gram.total, len(head), self.cfg.ease_lambda),
+                                                          dtype=torch.float32)
+                state[ITEM_ITEM_ROWS] = torch.as_tensor(head, dtype=torch.float32)
+        self.history.append({"round": 1, "clients": min(r.contributors for r in releases),
                              "round-seconds": time.perf_counter() - started,
-                             "upload-bytes-per-client": release.upload_bytes_per_client,
+                             "upload-bytes-per-client": sum(r.upload_bytes_per_client for r in releases),
                              "noise-multiplier": release.noise_multiplier,
                              "federation-epsilon": self.accountant.epsilon()})
         self._evaluate(1, ArrayRecord(state))

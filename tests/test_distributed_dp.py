@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
@@ -16,7 +17,7 @@ import server.server_app
 from client.policy import PrivacyPolicy
 from client.simulated_devices import prepare_simulated_devices, reset_ledgers
 from common.config import ConfigError, RunConfig
-from common.federation_dp import FederationAccountant, release_noise
+from common.federation_dp import FederationAccountant, release_noise, release_plan
 from server.simulation import simulate
 from helpers import RecordingGrid
 
@@ -32,7 +33,7 @@ def _config(tiny_bert, tmp_path_factory, stores_root, **changes) -> RunConfig:
 
 @pytest.fixture(scope="module")
 def distributed_run(tiny_bert, tmp_path_factory, stores_root):
-    cfg = _config(tiny_bert, tmp_path_factory, stores_root)
+    cfg = _config(tiny_bert, tmp_path_factory, stores_root, release_head_items=5)  # both releases
     prepare_simulated_devices(cfg, progress=False)
     reset_ledgers(cfg, reason="test: a new federation")
     grids = []
@@ -61,6 +62,10 @@ def test_when_distributed_run_finishes_then_one_release_is_accounted(distributed
     reference.step(noise_multiplier=sigma, sample_rate=1.0)
     assert summary["federation-epsilon"] == pytest.approx(reference.get_epsilon(delta=cfg.target_delta))
     assert summary["federation-epsilon"] <= 4.0 and summary["dp"] == "distributed" and "test" in summary
+    from safetensors.torch import load_file
+    heads = load_file(str(path / "checkpoints" / "last" / "heads.safetensors"))
+    assert heads["item_item.weight"].shape == (5, 5) and heads["item_item.weight"].abs().sum() > 0  # released
+    assert len(set(heads["item_item.rows"].tolist())) == 5
 
 
 def test_when_distributed_run_then_no_client_vector_reaches_the_server(distributed_run):
@@ -79,7 +84,8 @@ def test_when_distributed_run_then_every_device_recorded_the_federation_release(
     for partition in range(cfg.num_clients):
         with device_ledger(cfg, partition) as ledger:
             releases = [e for e in ledger.events if e["kind"] == "release"]
-            assert [e["entries"] for e in releases] == [[[release_noise(cfg), 1.0, 1]]]
+            assert [(e["statistic"], e["entries"]) for e in releases] == [
+                (statistic, [[sigma, 1.0, 1]]) for statistic, sigma in release_plan(cfg).items()]
 
 
 def test_when_distributed_dp_config_is_wrong_then_error_names_the_field():
@@ -147,16 +153,16 @@ def test_when_fewer_clients_than_threshold_then_release_aborts_and_spends_nothin
 
 
 @pytest.fixture()
-def in_process_release(make_device, task_identity, monkeypatch, tmp_path):
+def in_process_release(make_device, task_identity, monkeypatch, tmp_path, request):
     """Flower's SecAgg+ workflow against three real devices' ClientApps in this process, with
-    each device's counts and noise share recorded where only the device could see them."""
+    each device's statistic and noise share recorded where only the device could see them."""
     import client.secure_release as device_side
     from client.client_app import build_client_app
     from helpers import InProcessGrid, node_context
     from server.secure_release import ReleaseStrategy
 
     cfg = RunConfig(dp="distributed", num_rounds=1, num_clients=3, target_epsilon=4.0, device="cpu",
-                    run_dir=str(tmp_path / "runs"))
+                    run_dir=str(tmp_path / "runs"), **getattr(request, "param", {}))
     policy = PrivacyPolicy(min_users_per_reply=1)
     nodes = {n: make_device(users=8 + 4 * n, policy=policy, name=f"d{n}") for n in (11, 12, 13)}
     sent = []
@@ -171,9 +177,15 @@ def in_process_release(make_device, task_identity, monkeypatch, tmp_path):
         sent.append({"counts": counts})
         return counts
 
-    real_share, real_counts = device_side.noise_share, device_side.item_counts
+    def recording_gram(data, head, recent):
+        gram = real_gram(data, head, recent)
+        sent.append({"counts": gram})
+        return gram
+
+    real_share, real_counts, real_gram = device_side.noise_share, device_side.item_counts, device_side.head_gram
     monkeypatch.setattr(device_side, "noise_share", recording_share)
     monkeypatch.setattr(device_side, "item_counts", recording_counts)
+    monkeypatch.setattr(device_side, "head_gram", recording_gram)
     strategies = []
     real_aggregate = ReleaseStrategy.aggregate_fit
 
@@ -272,3 +284,77 @@ def test_when_server_sends_a_plain_train_message_under_distributed_dp_then_refus
     node = make_device(users=12)  # the strict default policy: DP required
     reply = build_client_app(cfg)(message(cfg), node_context(node))
     assert reply.has_error() and reply.error.code == records.BAD_REQUEST
+
+
+@pytest.mark.parametrize("in_process_release", [{"release_head_items": 6, "release_split": 0.4}], indirect=True)
+def test_when_head_gram_is_released_then_the_sum_is_the_devices_and_epsilon_composes(in_process_release):
+    from common import records
+    from server.secure_release import CLIPPING_RANGE, ease, head_items, secure_release
+
+    cfg, grid, context, sent, strategies = in_process_release
+    accountant = FederationAccountant(cfg.target_delta)
+    counts = secure_release(grid, context, cfg, accountant)
+    head = head_items(counts.total, 6)
+    sent.clear()
+    gram = secure_release(grid, context, cfg, accountant, records.RELEASE_HEAD_GRAM,
+                          {records.RELEASE_HEAD: ",".join(map(str, head))})
+    devices = [x["counts"] for x in sent if "counts" in x]
+    noise = [x["noise"] for x in sent if "noise" in x]
+    assert len(devices) == 3 and devices[0].shape == (21,)  # 6 x 7 / 2 entries of the upper triangle
+    assert np.abs(gram.total - (np.sum(devices, axis=0) + np.sum(noise, axis=0))).max() < 3 * 2 * CLIPPING_RANGE / 2**22
+    # Each user adds at most k (k + 1) / 2 ones; the two releases compose to the run's target.
+    sigma = get_noise_multiplier(target_epsilon=4.0, target_delta=cfg.target_delta, sample_rate=1.0, steps=1)
+    k = cfg.release_head_recent
+    assert [x["std"] for x in sent if "std" in x] == [pytest.approx(sigma / math.sqrt(0.6) * math.sqrt(k * (k + 1) / 2 / 3))] * 3
+    single = RDPAccountant()  # one release at sigma: the split composes to exactly its epsilon
+    single.step(noise_multiplier=sigma, sample_rate=1.0)
+    assert accountant.epsilon() == pytest.approx(single.get_epsilon(delta=cfg.target_delta))
+    weights = ease(gram.total, 6, cfg.ease_lambda)
+    assert weights.shape == (6, 6) and np.all(np.diag(weights) == 0)
+
+
+def test_when_server_asks_for_the_same_release_twice_then_devices_refuse_and_nothing_more_is_spent(in_process_release):
+    from server.secure_release import ReleaseError, secure_release
+
+    cfg, grid, context, sent, _ = in_process_release
+    accountant = FederationAccountant(cfg.target_delta)
+    secure_release(grid, context, cfg, accountant)
+    spent = accountant.epsilon()
+    with pytest.raises(ReleaseError, match="nothing was released"):
+        secure_release(grid, context, cfg, accountant)  # a second look at the same counts
+    assert accountant.epsilon() == spent and len([x for x in sent if "noise" in x]) == 3
+
+
+def test_ease_matches_its_closed_form():
+    from server.secure_release import ease
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((40, 5)) < 0.3).astype(float)
+    gram = x.T @ x
+    weights = ease(gram[np.triu_indices(5)], 5, 2.0)
+    inverse = np.linalg.inv(gram + 2.0 * np.eye(5))
+    expected = np.eye(5) - inverse / np.diag(inverse)
+    assert np.allclose(weights, expected)
+
+
+def test_item_item_scores_are_added_on_the_device(tiny_config):
+    """A released link from item a to item b raises b for users who reviewed a, on the device."""
+    from common.recommender import Recommender
+    from common.run_data import RunData
+
+    cfg = tiny_config.replace(dp="distributed", release_head_items=2, ease_weight=1.0)
+    data = RunData.load(cfg)
+    recommender = Recommender(cfg, data.catalogue)
+    users = sorted(data.split.train)[:20]
+    a = data.catalogue.index[data.split.train[users[0]][0].item_id]
+    b = next(i for i in range(len(data.catalogue)) if i != a)
+    before = recommender.scores(users, data.split)
+    state = recommender.state()
+    state["item_item.rows"] = torch.tensor([a, b], dtype=torch.float32)
+    state["item_item.weight"] = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+    recommender.load_state(state)
+    after = recommender.scores(users, data.split)
+    reviewed_a = np.array([any(data.catalogue.index[r.item_id] == a for r in data.split.train[u]) for u in users])
+    lift = after[:, b] - before[:, b]
+    assert reviewed_a[0] and np.all(lift[reviewed_a] > 0) and np.allclose(lift[~reviewed_a], lift[~reviewed_a].min())
+    assert np.allclose(np.delete(after, b, axis=1), np.delete(before, b, axis=1))
