@@ -42,6 +42,7 @@ from opacus.accountants import PRVAccountant, RDPAccountant
 
 from client.encryption import EncryptionError, Secret, read_encrypted, write_encrypted
 from client.policy import PrivacyPolicy
+from common.federation_dp import quiet_accountant
 
 log = logging.getLogger(__name__)
 
@@ -253,4 +254,5 @@ def _epsilon(history: list[Entry], policy: PrivacyPolicy) -> float:
         steps[(float(sigma), float(rate))] = steps.get((float(sigma), float(rate)), 0) + int(count)
     accountant = ACCOUNTANTS[policy.accountant]()
     accountant.history = [(sigma, rate, count) for (sigma, rate), count in steps.items()]
-    return float(accountant.get_epsilon(delta=policy.delta))
+    with quiet_accountant():
+        return float(accountant.get_epsilon(delta=policy.delta))

@@ -14,8 +14,10 @@ adds up as 1 / sigma^2, so the two compose to exactly the single release's curve
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import warnings
 
 from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
@@ -41,10 +43,21 @@ def release_noise(cfg: RunConfig, statistic: str = records.RELEASE_ITEM_COUNTS) 
     return release_plan(cfg)[statistic]
 
 
+@contextlib.contextmanager
+def quiet_accountant():
+    """Opacus's accountant without its warning for single releases."""
+    # Opacus warns that a single release's optimal RDP order is its largest one: the bound is
+    # valid, only slightly loose (about 6% more noise than the PRV accountant at epsilon 8).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        yield
+
+
 @functools.lru_cache(maxsize=32)
 def _calibrated(epsilon: float, delta: float, releases: int) -> float:
-    return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=SAMPLE_RATE,
-                                      steps=releases, accountant="rdp"))
+    with quiet_accountant():
+        return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=SAMPLE_RATE,
+                                          steps=releases, accountant="rdp"))
 
 
 class FederationAccountant:
@@ -64,4 +77,5 @@ class FederationAccountant:
             return 0.0
         accountant = RDPAccountant()
         accountant.history = list(self.history)
-        return float(accountant.get_epsilon(delta=self.delta))
+        with quiet_accountant():
+            return float(accountant.get_epsilon(delta=self.delta))
