@@ -9,6 +9,9 @@ Guarantee: a reply leaves the client only if it holds
     that depend on no user (a uniform weight and the epsilon spent), so no loss, count, step
     or timing travels beside the noised tensors.
 
+(c) for a SecAgg+ stage (distributed DP only), the protocol's own record and the emptied legacy
+    fit result with weight 1: the device's noised statistic leaves only masked.
+
 Anything else, including every error reply and every exception raised by a handler, becomes an
 error reply with one of the fixed codes of :mod:`common.records` and its fixed reason: no free
 text, paths, ids, metric names or exception messages reach the server. What went wrong is

@@ -1,7 +1,9 @@
-"""Distributed DP on the device: this client's share of one release summed over the federation.
+"""Distributed DP on the device: this client's share of a release summed over the federation.
 
-With ``dp`` = 'distributed' the run's training is one release of item statistics through
-Flower's SecAgg+ (``secaggplus_mod``): every device
+With ``dp`` = 'distributed' the run's training is a release of item statistics through
+Flower's SecAgg+ (``secaggplus_mod``): the users' recent item counts, and optionally the head
+items' Gram matrix (``release-head-items``; sensitivity sqrt(k (k + 1) / 2)). For the counts,
+every device
 
 1. clips each of its users to their ``release-recent-items`` most recent training items (a 0/1
    vector over the catalogue, L2 norm at most sqrt(k): the user-level sensitivity),
@@ -14,7 +16,8 @@ Flower's SecAgg+ (``secaggplus_mod``): every device
    (sigma x sqrt(k))^2: one Gaussian mechanism over all the federation's users;
 3. checks the release against its own ledger before the protocol starts (a device past its
    budget declines at the setup stage, before any key exists) and records it before its
-   masked vector leaves.
+   masked vector leaves. It answers each statistic once per run: a second request (a free
+   second look at the same data) is refused; a new run is charged again.
 
 sigma is a function of public run settings only (``target-epsilon``, ``target-delta``, one
 release, every user), so the server's accountant and every device's ledger compute the same.
@@ -100,7 +103,8 @@ def honest_shares(context: Context, cfg: RunConfig, policy: PrivacyPolicy) -> in
 
 
 def contribute(msg: Message, context: Context, cfg: RunConfig) -> Message:
-    """This device's clipped, noised item counts as a legacy fit reply (secaggplus_mod masks it)."""
+    """This device's clipped, noised statistic (item counts or head Gram) as a legacy fit reply,
+    which secaggplus_mod masks before it leaves."""
     config = msg.content.config_records.get(FITINS_CONFIG)
     statistic = config.get(records.RELEASE) if config is not None else None
     plan = release_plan(cfg)

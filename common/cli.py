@@ -119,7 +119,7 @@ def _privacy_line(summary: dict, cfg) -> str:
     """What the run's privacy was, in one line beside its result."""
     if summary.get("federation-epsilon") is not None:
         return (f"privacy: user-level DP over the whole federation, epsilon {summary['federation-epsilon']:.2f} "
-                f"at delta {cfg.target_delta:g} (one secure release)")
+                f"at delta {cfg.target_delta:g} (secure sums of the devices' noised statistics)")
     if summary.get("epsilon-max") is not None:
         return f"privacy: user-level DP on each device, epsilon spent up to {summary['epsilon-max']:.2f} per device"
     if summary.get("central-epsilon") is not None:

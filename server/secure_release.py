@@ -1,4 +1,5 @@
-"""Distributed DP on the server: one secure sum of the devices' noised item counts (SecAgg+).
+"""Distributed DP on the server: secure sums of the devices' noised statistics (SecAgg+), and
+what the server makes of them (the popularity prior, the head items, EASE).
 
 Flower 1.42 has SecAgg+ only as a legacy workflow: ``SecAggPlusWorkflow`` run by
 ``DefaultWorkflow`` in a ``LegacyContext`` around a legacy strategy. :class:`ReleaseStrategy` is

@@ -14,8 +14,8 @@ from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
 import server.server_app
-from client.policy import PrivacyPolicy
-from client.simulated_devices import prepare_simulated_devices, reset_ledgers
+from client.policy import SIMULATED_DEVICE, PrivacyPolicy
+from client.simulated_devices import apply_device_policy, prepare_simulated_devices, reset_ledgers
 from common.config import ConfigError, RunConfig
 from common.federation_dp import FederationAccountant, release_noise, release_plan
 from server.simulation import simulate
@@ -48,8 +48,9 @@ def distributed_run(tiny_bert, tmp_path_factory, stores_root):
             patch.setattr(server.server_app, "run_federation", recording)
             path = simulate(cfg, run_name="distributed", cpus_per_client=1, progress=False, device_policy=POLICY)
         yield cfg, path, grids[0].replies
-    finally:
+    finally:  # the shared stores go back to fresh ledgers and the simulated devices' policy
         reset_ledgers(cfg, reason="test: leave the shared stores unspent")
+        apply_device_policy(cfg, SIMULATED_DEVICE)
 
 
 def test_when_distributed_run_finishes_then_one_release_is_accounted(distributed_run):
@@ -139,8 +140,9 @@ def short_of_threshold(distributed_run, tiny_bert, tmp_path_factory, stores_root
             with device_ledger(cfg, partition) as ledger:
                 spent.append([e for e in ledger.events if e["kind"] == "release"])
         yield path, spent
-    finally:
+    finally:  # the shared stores go back to fresh ledgers and the simulated devices' policy
         reset_ledgers(cfg, reason="test: leave the shared stores unspent")
+        apply_device_policy(cfg, SIMULATED_DEVICE)
 
 
 def test_when_fewer_clients_than_threshold_then_release_aborts_and_spends_nothing(short_of_threshold):

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from client.policy import PrivacyPolicy
-from client.simulated_devices import prepare_simulated_devices, reset_ledgers
+from client.policy import SIMULATED_DEVICE, PrivacyPolicy
+from client.simulated_devices import apply_device_policy, prepare_simulated_devices, reset_ledgers
 from common.config import RunConfig
 from server.simulation import simulate
 
@@ -28,8 +28,9 @@ def dp_runs(tiny_bert, tmp_path_factory, stores_root):
         second = simulate(cfg.replace(num_rounds=1), run_name="dp-2", cpus_per_client=1, progress=False,
                           device_policy=POLICY)
         yield cfg, first, second
-    finally:
+    finally:  # the shared stores go back to fresh ledgers and the simulated devices' policy
         reset_ledgers(cfg, reason="test: leave the shared stores unspent")
+        apply_device_policy(cfg, SIMULATED_DEVICE)
 
 
 def _rows(path):
