@@ -25,10 +25,7 @@ EASE_LAMBDAS = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0)
 
 
 def _interactions(split: Split, users: Sequence[str], catalogue: Catalogue) -> np.ndarray:
-    matrix = np.zeros((len(users), len(catalogue)), dtype=np.float64)
-    for row, user in enumerate(users):
-        matrix[row, catalogue.rows(r.item_id for r in split.train.get(user, []))] = 1.0
-    return matrix
+    return catalogue.interactions([split.train.get(user, []) for user in users])
 
 
 def popularity_scores(split: Split, catalogue: Catalogue) -> np.ndarray:
@@ -38,9 +35,14 @@ def popularity_scores(split: Split, catalogue: Catalogue) -> np.ndarray:
 
 
 def ease_weights(interactions: np.ndarray, lam: float) -> np.ndarray:
-    """EASE item-item weights (Steck, WWW 2019): closed form with a zero diagonal."""
-    gram = interactions.T @ interactions + lam * np.eye(interactions.shape[1])
-    inverse = np.linalg.inv(gram)
+    """EASE item-item weights (Steck, WWW 2019) of a [users, items] 0/1 matrix."""
+    return ease_from_gram(interactions.T @ interactions, lam)
+
+
+def ease_from_gram(gram: np.ndarray, lam: float) -> np.ndarray:
+    """EASE's closed form from a Gram matrix X^T X: B = -P / diag(P), P = (G + lam I)^-1,
+    zero diagonal (the server uses it on a DP-noised Gram, see ``server/secure_release.py``)."""
+    inverse = np.linalg.inv(gram + lam * np.eye(gram.shape[0]))
     weights = -inverse / np.diag(inverse)
     np.fill_diagonal(weights, 0.0)
     return weights

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
-from common.schema import Item
+import numpy as np
+
+from common.schema import Item, Review
 from common.text import item_text
 
 
@@ -28,3 +30,10 @@ class Catalogue:
     def rows(self, item_ids: Iterable[str]) -> list[int]:
         """Catalogue rows of the given item ids (unknown ids are skipped)."""
         return [self.index[i] for i in item_ids if i in self.index]
+
+    def interactions(self, histories: Sequence[Sequence[Review]]) -> np.ndarray:
+        """[users, items] 0/1 matrix: row u marks the items of ``histories[u]``."""
+        matrix = np.zeros((len(histories), len(self)), dtype=np.float64)
+        for row, reviews in enumerate(histories):
+            matrix[row, self.rows(r.item_id for r in reviews)] = 1.0
+        return matrix

@@ -151,10 +151,9 @@ class Recommender:
         """Add ``ease-weight`` x the released item-item scores of the users' own histories on the
         head items, divided by their standard deviation over these users (on the device: the
         histories and this scale never leave it)."""
-        history = torch.zeros(len(users), len(self.catalogue))
-        for row, user in enumerate(users):
-            history[row, self.catalogue.rows(r.item_id for r in split.train.get(user, []))] = 1.0
-        extra = self.model.item_item(history.to(self.model.item_item.weight.device)).cpu().numpy()
+        history = torch.as_tensor(self.catalogue.interactions([split.train.get(u, []) for u in users]),
+                                  dtype=torch.float32, device=self.model.item_item.weight.device)
+        extra = self.model.item_item(history).cpu().numpy()
         scale = float(extra.std())
         if scale > 0:
             head = self.model.item_item.rows.long().cpu().numpy()

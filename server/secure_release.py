@@ -31,6 +31,7 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid
 
 from common import records
+from common.baselines import ease_from_gram
 from common.config import RunConfig
 from common.federation_dp import SAMPLE_RATE, FederationAccountant, release_noise
 
@@ -163,13 +164,8 @@ def head_items(counts: np.ndarray, size: int) -> np.ndarray:
 
 
 def ease(upper: np.ndarray, size: int, ridge: float) -> np.ndarray:
-    """EASE item-item weights (Steck 2019) from a released upper triangle of a Gram matrix:
-    B = -P / diag(P) with P = (G + ridge I)^-1, diag(B) = 0."""
+    """EASE item-item weights from a released upper triangle of a Gram matrix."""
     gram = np.zeros((size, size))
     gram[np.triu_indices(size)] = upper
-    gram = gram + np.triu(gram, 1).T
-    inverse = np.linalg.inv(gram + ridge * np.eye(size))
-    weights = -inverse / np.diag(inverse)
-    np.fill_diagonal(weights, 0.0)
-    return weights
+    return ease_from_gram(gram + np.triu(gram, 1).T, ridge)
 
