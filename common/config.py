@@ -100,6 +100,11 @@ class RunConfig:
     ease_lambda: float = _opt(2000.0, "Distributed DP: ridge of the EASE fit on the noised Gram matrix.")
     ease_weight: float = _opt(2.0, "Distributed DP: weight of the EASE scores, each device dividing them "
                               "by their standard deviation over its own users.")
+    personal_weight: float = _opt(0.0, "On-device personalisation: weight of the item-neighbour scores each "
+                                  "device fits on its own users' histories and never sends (see "
+                                  "common/personal.py); 0 = off.")
+    personal_mix: float = _opt(0.5, "On-device personalisation: the share of the public text similarity "
+                               "of items in the neighbours (the rest: co-occurrence among the device's users).")
     secagg_threshold: int = _opt(0, "Distributed DP: SecAgg+ reconstruction threshold, the fewest clients "
                                  "whose shares a release needs; 0 = every sampled client. Each device's noise "
                                  "share assumes only this many (less `dp-colluders`) are in the sum.")
@@ -202,6 +207,8 @@ class RunConfig:
         need(0.0 < self.release_split < 1.0, "release_split", "should be in (0, 1)")
         need(self.ease_lambda > 0, "ease_lambda", "should be positive")
         need(self.ease_weight >= 0, "ease_weight", "should be zero or positive")
+        need(self.personal_weight >= 0, "personal_weight", "should be zero (off) or positive")
+        need(0.0 <= self.personal_mix <= 1.0, "personal_mix", "should be in [0, 1]")
         need(self.secagg_threshold == 0 or 2 <= self.secagg_threshold <= self.num_clients, "secagg_threshold",
              f"should be 0 (every sampled client) or between 2 and `num-clients` ({self.num_clients})")
         need(0 <= self.dp_colluders < max(self.secagg_threshold or self.num_clients, 1), "dp_colluders",

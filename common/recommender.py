@@ -22,6 +22,7 @@ from common.config import RunConfig
 from common.metrics import summarise, target_rank
 from common.model import (ItemVectors, TwoTowerRecommender, build_model, load_tokenizer,
                           load_trainable_state, pool_catalogue, resolve_device, trainable_state)
+from common.personal import PersonalNeighbours
 from common.schema import Review
 from common.split import Split
 from common.text import profile_text
@@ -66,6 +67,7 @@ class Recommender:
         self.model = build_model(cfg, num_items=len(catalogue)).to(self.device)
         self.tokenizer = load_tokenizer(cfg)
         self.items = _catalogue_vectors(self.model, self.tokenizer, catalogue, cfg)
+        self._personal: tuple[Split, PersonalNeighbours] | None = None
 
     # ----- the exchanged state ----------------------------------------------------------------
     def state(self) -> dict[str, torch.Tensor]:
@@ -145,7 +147,16 @@ class Recommender:
         scores = np.concatenate(chunks) if chunks else np.zeros((0, len(self.catalogue)))
         if self.model.item_item is not None and len(users):
             self._add_item_item(scores, users, split)
+        if self.cfg.personal_weight > 0 and len(users):
+            scores += self.cfg.personal_weight * self.personal(split).scores([split.train.get(u, []) for u in users])
         return scores
+
+    def personal(self, split: Split) -> PersonalNeighbours:
+        """The on-device item neighbours of ``split``'s users (the device's own; fitted once per split)."""
+        if self._personal is None or self._personal[0] is not split:
+            self._personal = (split, PersonalNeighbours(self.catalogue, self.items.pooled, split.train,
+                                                        mix=self.cfg.personal_mix))
+        return self._personal[1]
 
     def _add_item_item(self, scores: np.ndarray, users: Sequence[str], split: Split) -> None:
         """Add ``ease-weight`` x the released item-item scores of the users' own histories on the
