@@ -2,17 +2,18 @@
 
 After the federation's rounds each device adds to the global model's scores a neighbourhood term
 that only it can compute: for a user with training items x_u (0/1 over the catalogue), the scores
-x_u @ S, where S mixes two item-item similarities:
+x_u @ S, where S mixes two item-item similarities (zero diagonal):
 
 * the cosine of the frozen encoder's item vectors (public item metadata: costs no privacy at all);
 * the cosine co-occurrence of items among this device's own users' training histories (item-kNN
-  fitted on the device; the histories and S stay on it).
+  fitted on the device; the histories stay on it).
 
 Each part is divided by its standard deviation over the scored users, mixed with ``personal-mix``
-(the text share), divided again and added with ``personal-weight``. Nothing here is exchanged,
-so it costs nothing against the server's view whatever the DP mode; the held-out items are never
-in the histories it reads. Measured by ``scripts/explore_personal.py`` and
-``scripts/benchmark_federation_dp.py``.
+(the text share), divided again and added with ``personal-weight``. S is never formed: both parts
+are products of thin factors (items x dimensions, device users x items), so memory grows with the
+catalogue, not with its square. Nothing here is exchanged, so it costs nothing against the
+server's view whatever the DP mode; the held-out items are never in the histories it reads.
+Measured by ``scripts/explore_personal.py`` and ``scripts/benchmark_federation_dp.py``.
 """
 
 from __future__ import annotations
@@ -31,21 +32,27 @@ def _unit(scores: np.ndarray) -> np.ndarray:
     return scores / scale if scale > 0 else np.zeros_like(scores)
 
 
-def text_similarity(pooled: torch.Tensor) -> np.ndarray:
-    """[items, items] cosine of the frozen item vectors, zero diagonal."""
-    unit = torch.nn.functional.normalize(pooled.detach().float().cpu(), dim=-1).numpy()
-    sim = unit @ unit.T
-    np.fill_diagonal(sim, 0.0)
-    return sim
+class TextNeighbours:
+    """x @ S for S the cosine of the item vectors with zero diagonal: (x @ U) @ U^T - x, U unit rows."""
+
+    def __init__(self, pooled_items: torch.Tensor) -> None:
+        self.unit = torch.nn.functional.normalize(pooled_items.detach().double().cpu(), dim=-1).numpy()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return (x @ self.unit) @ self.unit.T - x
 
 
-def cooccurrence_similarity(history: np.ndarray) -> np.ndarray:
-    """[items, items] cosine co-occurrence of a 0/1 [users, items] history matrix, zero diagonal."""
-    gram = history.T @ history
-    norm = np.sqrt(np.maximum(np.diag(gram), 1.0))
-    sim = gram / norm[:, None] / norm[None, :]
-    np.fill_diagonal(sim, 0.0)
-    return sim
+class CooccurrenceNeighbours:
+    """x @ S for S_ij = G_ij / sqrt(c_i c_j) with G = X^T X over the device's users (c = diag G) and
+    zero diagonal: ((x / n) @ X^T) @ X / n - x [c > 0], n = sqrt(max(c, 1))."""
+
+    def __init__(self, history: np.ndarray) -> None:
+        self.history = history
+        counts = history.sum(axis=0)
+        self.norm, self.seen = np.sqrt(np.maximum(counts, 1.0)), counts > 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return ((x / self.norm) @ self.history.T) @ self.history / self.norm - x * self.seen
 
 
 class PersonalNeighbours:
@@ -53,13 +60,13 @@ class PersonalNeighbours:
 
     def __init__(self, catalogue: Catalogue, pooled_items: torch.Tensor,
                  train: dict[str, list[Review]], *, mix: float) -> None:
-        self.catalogue, self.mix = catalogue, mix
-        self.text = text_similarity(pooled_items) if mix > 0 else None
-        self.cooc = (cooccurrence_similarity(catalogue.interactions(list(train.values())))
-                     if mix < 1 else None)
+        self.catalogue = catalogue
+        self.parts = [(share, make()) for share, make in (
+            (mix, lambda: TextNeighbours(pooled_items)),
+            (1.0 - mix, lambda: CooccurrenceNeighbours(catalogue.interactions(list(train.values())))))
+            if share > 0]
 
     def scores(self, histories: Sequence[Sequence[Review]]) -> np.ndarray:
         """[users, items] neighbour scores of these histories, unit standard deviation."""
         x = self.catalogue.interactions(histories)
-        parts = [(self.mix, self.text), (1.0 - self.mix, self.cooc)]
-        return _unit(sum(share * _unit(x @ sim) for share, sim in parts if sim is not None))
+        return _unit(sum(share * _unit(part(x)) for share, part in self.parts))

@@ -7,24 +7,35 @@ import pytest
 import torch
 
 from common.config import ConfigError, RunConfig
-from common.personal import PersonalNeighbours, cooccurrence_similarity, text_similarity
+from common.personal import CooccurrenceNeighbours, TextNeighbours
 from common.recommender import Recommender
 from common.run_data import RunData
 from common.split import Split
 
 
-def test_when_items_co_occur_then_their_similarity_is_positive_and_self_similarity_zero():
+def test_when_items_co_occur_then_their_neighbour_score_is_their_cosine_co_occurrence():
     history = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0]], dtype=float)
-    sim = cooccurrence_similarity(history)
-    assert sim[0, 1] == pytest.approx(1.0) and sim[1, 0] == pytest.approx(1.0)
-    assert sim[0, 2] == 0 and sim[2, 3] == 0
-    assert np.all(np.diag(sim) == 0)
+    user = np.array([[1.0, 0, 0, 0]])
+    scores = CooccurrenceNeighbours(history)(user)[0]
+    assert scores[1] == pytest.approx(1.0)  # items 0 and 1 always together
+    assert scores[[0, 2, 3]] == pytest.approx([0.0, 0.0, 0.0])  # no self-similarity, no co-occurrence
 
 
-def test_text_similarity_is_the_cosine_of_item_vectors():
-    sim = text_similarity(torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0]]))
-    assert sim[0, 1] == pytest.approx(1.0) and sim[0, 2] == pytest.approx(0.0)
-    assert np.all(np.diag(sim) == 0)
+def test_factorised_neighbours_equal_the_dense_similarity_with_zero_diagonal():
+    rng = np.random.default_rng(0)
+    history = (rng.random((12, 7)) < 0.3).astype(float)
+    history[:, 6] = 0  # an item nobody on the device has
+    users = (rng.random((5, 7)) < 0.4).astype(float)
+    gram = history.T @ history
+    norm = np.sqrt(np.maximum(np.diag(gram), 1.0))
+    dense = gram / norm[:, None] / norm[None, :]
+    np.fill_diagonal(dense, 0.0)
+    assert np.allclose(CooccurrenceNeighbours(history)(users), users @ dense)
+    vectors = torch.tensor(rng.normal(size=(7, 3)))
+    unit = torch.nn.functional.normalize(vectors, dim=-1).numpy()
+    cosine = unit @ unit.T
+    np.fill_diagonal(cosine, 0.0)
+    assert np.allclose(TextNeighbours(vectors)(users), users @ cosine)
 
 
 def _split_where_two_items_always_go_together(data: RunData) -> tuple[Split, str, str]:
