@@ -12,7 +12,8 @@ Each part is divided by its standard deviation over the scored users, mixed with
 (the text share), divided again and added with ``personal-weight``. S is never formed: both parts
 are products of thin factors (items x dimensions, device users x items), so memory grows with the
 catalogue, not with its square. Nothing here is exchanged, so it costs nothing against the
-server's view whatever the DP mode; the held-out items are never in the histories it reads.
+server's view whatever the DP mode; the held-out items are never in the histories it reads. (With
+``evaluation = "server"``, a research shortcut, the server's copy of the data plays one device.)
 Measured by ``scripts/explore_personal.py`` and ``scripts/benchmark_federation_dp.py``.
 """
 

@@ -64,7 +64,7 @@ def render(results: dict) -> str:
              "", "| setting | recipe | seeds | epsilon spent (max client) | noise multiplier | best rounds | NDCG@10 "
              "| HR@10 | upload bytes | minutes (median) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, runs in results["runs"].items():
+    for name, runs in sorted(results["runs"].items(), key=lambda kv: _order(kv[0])):
         r = runs[-1]
         eps = [x["epsilon"] for x in runs if x["epsilon"] is not None]
         lines.append(f"| {name} | {_recipe(r, name)} | {', '.join(str(x['seed']) for x in runs)} | "
@@ -76,7 +76,7 @@ def render(results: dict) -> str:
     if base:
         reference = statistics.mean(x["test"]["ndcg@10"] for x in base)
         lines.append("")
-        for name, runs in results["runs"].items():
+        for name, runs in sorted(results["runs"].items(), key=lambda kv: _order(kv[0])):
             if name != "no DP":
                 mean = statistics.mean(x["test"]["ndcg@10"] for x in runs)
                 lines.append(f"- {name}: **{mean / reference:.1%}** of the no-DP NDCG@10 (means).")
@@ -95,6 +95,12 @@ def render(results: dict) -> str:
               "them): fp16 480,264 B per client per round at NDCG@10 0.0458 (100% of that run's no DP), "
               "FFA-LoRA 909,072 B at 0.0440 (96%)."]
     return "\n".join(lines)
+
+
+def _order(name: str) -> tuple:
+    """No DP first, then epsilon rows from the largest epsilon, then the variants, as inserted."""
+    match = re.fullmatch(r"epsilon ([0-9.]+)", name)
+    return (0, 0.0) if name == "no DP" else (1, -float(match.group(1))) if match else (2, 0.0)
 
 
 def _recipe(run: dict, name: str) -> str:

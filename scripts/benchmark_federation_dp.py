@@ -75,8 +75,53 @@ def render(results: dict) -> str:
                      f"{_stat([r['test']['hr@10'] for r in runs])} | "
                      f"{_vs_popularity(runs)} | {runs[-1]['upload-bytes']:,.0f} | "
                      f"{statistics.median(r['release-seconds'] for r in runs):.1f} |")
-    lines += [""] + _comparison(results["runs"])
+    lines += [""] + _comparison(results["runs"]) + [""] + _ablation(results["runs"])
     return "\n".join(lines)
+
+
+FREE = ("public text only", "public text + on-device neighbours")  # labels whose release is unused (strength 0)
+EPSILON_COLUMNS = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _ablation(runs: dict) -> list[str]:
+    """Each part of the design against epsilon, NDCG@10 and HR@10 (every user; means ± std over seeds)."""
+    by: dict[str, dict[float, list[dict]]] = {}
+    for name, rows in runs.items():
+        label, _, eps = name.rpartition(", epsilon ")
+        if label and "of the users" not in label:
+            by.setdefault(label, {})[float(eps)] = rows
+    utility = OUT / "dp_utility.json"
+    other = json.loads(utility.read_text())["runs"] if utility.is_file() else {}
+    table = {"no DP (FedAvg of the LoRA towers, 3 rounds)": {"no DP": other.get("no DP")},
+             "per-client DP-SGD (`dp = \"local\"`)": {e: other.get(f"epsilon {e:g}") for e in EPSILON_COLUMNS}}
+    for label in FREE:
+        if label in by:
+            table[f"{label} (no release used: costs no privacy)"] = {"free": next(iter(by[label].values()))}
+    for label, cells in by.items():
+        if label not in FREE:
+            table["distributed DP: counts prior (the default)" if label == "distributed" else label] = cells
+    sgd = OUT / "explore_federated_sgd.json"
+    if sgd.is_file():  # what-if rows: the best DP-SGD group per epsilon
+        rows = [r for r in json.loads(sgd.read_text())["rows"] if r["setting"].startswith("release + DP-SGD")]
+        best: dict[float, dict] = {}
+        for r in rows:
+            if r["epsilon"] not in best or r["test"]["ndcg@10"] > best[r["epsilon"]]["test"]["ndcg@10"]:
+                best[r["epsilon"]] = r
+        table["what-if: release + DP-SGD rounds, best group (explore_federated_sgd.py; draws, not seeds)"] = {
+            e: [{"test": {"ndcg@10": r["test"]["ndcg@10"], "hr@10": r["test"]["hr@10"]}}] for e, r in best.items()}
+    columns = ["free"] + list(EPSILON_COLUMNS) + ["no DP"]
+    heads = ["no release"] + [f"epsilon {e:g}" for e in EPSILON_COLUMNS] + ["no DP"]
+    lines = ["Ablation: each part of the design against epsilon (test, every user, mean ± std over the seeds; "
+             "'no release': a row whose DP release is not used, `prior-strength` = 0, so it costs no privacy "
+             "against the server).", ""]
+    for metric in ("ndcg@10", "hr@10"):
+        lines += [f"| {metric.upper()} | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
+        for label, cells in table.items():
+            values = [cells.get(c) for c in columns]
+            lines.append(f"| {label} | " + " | ".join(_stat([r["test"][metric] for r in v]) if v else ""
+                                                     for v in values) + " |")
+        lines.append("")
+    return lines
 
 
 def _vs_popularity(runs: list[dict]) -> str:
