@@ -2,6 +2,7 @@
 
 prepare            raw reviews -> anonymised, pseudonymised, encrypted local store (+ ledger, policy)
 inspect            what a store holds (counts only) and what it has spent, after unlocking it
+audit              the transparency log: every reply that left the device, and what it cost
 policy             show and check a device privacy policy, or write the strict default one
 change-passphrase  re-encrypt a store under a new passphrase or key file, safely
 new-key            make a random key file (an alternative to a passphrase)
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -103,14 +105,10 @@ def inspect(
     privacy policy and what its ledger says it has spent."""
     try:
         header = read_header(store)
-        secret = resolve_secret(passphrase_file=passphrase_file, passphrase_env=passphrase_env,
-                                key_file=key_file, prompt=True)
-        metadata = LocalStore.open(store, secret).metadata
-        meta = metadata.public()
-        rules = PrivacyPolicy.load(policy_path(store))
-        ledger = PrivacyLedger.open(store, LedgerKey.of_store(metadata.pseudonym_key))
+        metadata, rules, ledger = _unlock(store, passphrase_file, passphrase_env, key_file)
     except ERRORS as err:
         _fail(err)
+    meta = metadata.public()
     meta["privacy-policy"] = rules.to_dict()
     meta["privacy-spent"] = {"epsilon": round(ledger.epsilon(rules), 4), "delta": rules.delta,
                              "budget": rules.epsilon_budget, "releases": len(ledger.events),
@@ -121,6 +119,45 @@ def inspect(
         typer.echo(json.dumps(meta, indent=2))
     else:
         _print_metadata(meta, title=str(store))
+
+
+@app.command()
+def audit(
+    store: Path = typer.Argument(..., help="The encrypted store."),
+    passphrase_file: Optional[str] = PASS_FILE,
+    passphrase_env: Optional[str] = PASS_ENV,
+    key_file: Optional[str] = KEY_FILE,
+    run: Optional[int] = typer.Option(None, "--run", help="Only the replies of this run id."),
+    as_json: bool = typer.Option(False, "--json", help="Print the log as JSON."),
+) -> None:
+    """Show exactly what left this device: every reply (run, round, message, each tensor's name and
+    shape, each metric's name and value, bytes) and the epsilon each message charged."""
+    try:
+        _, rules, ledger = _unlock(store, passphrase_file, passphrase_env, key_file)
+    except ERRORS as err:
+        _fail(err)
+    sent = [e for e in ledger.sent if run is None or e.get("run") == run]
+    spent = ledger.epsilon(rules)
+    summary = {"replies": len(sent), "bytes": sum(int(e.get("bytes", 0)) for e in sent),
+               "epsilon-spent": round(spent, 4), "delta": rules.delta, "budget": rules.epsilon_budget}
+    if as_json:
+        typer.echo(json.dumps({"store": str(store), **summary, "sent": sent}, indent=2))
+        return
+    table = Table(title=f"{store}: what left this device")
+    for column in ("#", "when (UTC)", "run", "round", "message", "bytes", "tensors", "metrics", "epsilon charged"):
+        table.add_column(column, overflow="fold")
+    for e in sent:
+        tensors = "\n".join(f"{name} {tuple(shape)} {dtype}" for name, shape, dtype, _ in e.get("tensors", []))
+        metrics = "\n".join(f"{name}={value:.6g}" for name, value in e.get("metrics", {}).items())
+        message = e["message"] + (f" ({e['stage']})" if e.get("stage") else "") + (
+            f" error {e['error']}" if "error" in e else "")
+        charged = e.get("epsilon-charged")
+        table.add_row(str(e["seq"]), time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["time"])), str(e["run"]),
+                      str(e["round"]), message, f"{e.get('bytes', 0):,}", tensors, metrics,
+                      "?" if charged is None else f"{charged:.4f}")
+    Console().print(table)
+    console.print(f"{summary['replies']} replies, {summary['bytes']:,} bytes; epsilon spent {spent:.3f} of "
+                  f"{rules.epsilon_budget:g} (delta {rules.delta:g})", highlight=False)
 
 
 @app.command()
@@ -181,6 +218,16 @@ def new_key(
     except ERRORS as err:
         _fail(err)
     console.print(f"wrote {path}; keep it secret and backed up: without it the store cannot be read")
+
+
+def _unlock(store: Path, passphrase_file: Optional[str], passphrase_env: Optional[str],
+            key_file: Optional[str]) -> tuple:
+    """(metadata, policy, ledger) of a store, after unlocking it."""
+    secret = resolve_secret(passphrase_file=passphrase_file, passphrase_env=passphrase_env, key_file=key_file,
+                            prompt=True)
+    metadata = LocalStore.open(store, secret).metadata
+    rules = PrivacyPolicy.load(policy_path(store))
+    return metadata, rules, PrivacyLedger.open(store, LedgerKey.of_store(metadata.pseudonym_key))
 
 
 def _print_metadata(meta: dict, *, title: str) -> None:

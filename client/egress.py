@@ -17,6 +17,10 @@ error reply with one of the fixed codes of :mod:`common.records` and its fixed r
 text, paths, ids, metric names or exception messages reach the server. What went wrong is
 logged on the device (exception type and, for PrivRec's own errors, their message; a
 traceback only at debug level). It runs as a Flower mod around every handler of the ClientApp.
+
+Every reply that passes is then written to the device's transparency log
+(:mod:`client.transparency`) with the epsilon its message charged; a reply that cannot be logged
+is not sent (it becomes the ledger-unavailable error, which carries nothing).
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ import numpy as np
 from flwr.app import ArrayRecord, Context, Error, Message, MessageType, MetricRecord
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
+from client.device import Device
 from client.encryption import EncryptionError
 from client.local_training import BadRequest
 from client.policy import PolicyError, PolicyRefusal
 from client.privacy_ledger import BudgetExhausted, LedgerError
 from client.secure_release import is_secure_aggregation
 from client.store import StoreError
+from client.transparency import describe
 from common import records
 from common.config import ConfigError, RunConfig
 
@@ -175,21 +181,58 @@ class EgressGuard:
     def __call__(self, msg: Message, context: Context,
                  call_next: Callable[[Message, Context], Message]) -> Message:
         kind = msg.metadata.message_type
+        cfg, before = None, None
         try:
             cfg = self.config or RunConfig.from_mapping(context.run_config)
+            before = _epsilon_spent(cfg, context)
             reply = call_next(msg, context)
             if reply.has_error():  # whatever a handler or inner mod put in it stays here
                 log.warning("%s reply: error %s, sent as its fixed reason only", kind, reply.error.code)
-                return error_reply(msg, reply.error.code)
-            check_reply(msg, reply, cfg)
+                reply = error_reply(msg, reply.error.code)
+            else:
+                check_reply(msg, reply, cfg)
         except Exception as err:  # noqa: BLE001 - every failure must leave as a fixed code
             code = code_of(err)
             unexpected = code in (records.CLIENT_FAILED, records.EGRESS_REFUSED)  # a bug, not a refusal
             log.log(logging.ERROR if unexpected else logging.WARNING, "%s refused (code %d): %s", kind, code,
                     f"{type(err).__name__} (details at debug level)" if code == records.CLIENT_FAILED else err)
             log.debug("details of the %s failure", kind, exc_info=True)
-            return error_reply(msg, code)
-        return reply
+            reply = error_reply(msg, code)
+        return _logged(msg, reply, cfg, context, before)
+
+
+def _epsilon_spent(cfg: RunConfig, context: Context) -> float | None:
+    """The device's epsilon before this message (None when its store or ledger cannot be read:
+    the handler will then fail, and say why)."""
+    try:
+        device = Device.locate(cfg, context)
+        with device.ledger(device.data(cfg)) as ledger:
+            return ledger.epsilon(device.policy)
+    except Exception:  # noqa: BLE001 - reported by the handler that needs them
+        return None
+
+
+def _logged(msg: Message, reply: Message, cfg: RunConfig | None, context: Context,
+            before: float | None) -> Message:
+    """``reply``, once its transparency-log entry is written; a reply that cannot be logged is not
+    sent (an error reply, which carries only its code, still goes)."""
+    try:
+        if cfg is None:
+            raise LedgerError("the run's settings are unreadable")
+        device = Device.locate(cfg, context)
+        with device.ledger(device.data(cfg)) as ledger:
+            total = ledger.epsilon(device.policy)
+            ledger.record_sent({**describe(msg, reply), "epsilon-total": total,
+                                "epsilon-charged": None if before is None else max(total - before, 0.0)})
+    except Exception as err:  # noqa: BLE001 - the store or ledger is unusable
+        if reply.has_error():
+            log.warning("%s error reply not in the transparency log (%s)", msg.metadata.message_type,
+                        type(err).__name__)
+            return reply
+        log.error("%s reply withheld: its transparency-log entry could not be written (%s)",
+                  msg.metadata.message_type, err if isinstance(err, (LedgerError, StoreError)) else type(err).__name__)
+        return error_reply(msg, records.LEDGER_UNAVAILABLE)
+    return reply
 
 
 egress_guard = EgressGuard()

@@ -17,6 +17,10 @@ server and against the usual accidents on the device:
 * **One writer.** A file lock (``<store>.ledger.lock``) is held while a round or evaluation
   reads, checks and records, so concurrent runs on one store add up instead of overwriting.
 
+It also keeps the device's transparency log (``sent``): one entry per reply that left the device,
+written by the egress guard before the reply goes (see :mod:`client.transparency`); a reset of the
+budget keeps it.
+
 What it composes is the accountant's history, entries of (noise multiplier, sample rate, steps),
 with the Opacus accountant the device policy names; epsilon is stated at the policy's delta.
 Before a release, :meth:`PrivacyLedger.check` raises :class:`BudgetExhausted` if it would pass
@@ -92,13 +96,15 @@ class LedgerKey:
 
 @dataclass
 class PrivacyLedger:
-    """Accountant history and one event per release (round, evaluation, reset), versioned."""
+    """Accountant history, one event per release (round, evaluation, reset) and one entry per
+    reply sent (the transparency log), versioned."""
 
     path: Path
     key: LedgerKey
     version: int = 0
     history: list[Entry] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[dict[str, Any]] = field(default_factory=list)
 
     # ----- life cycle ---------------------------------------------------------------------------
     @classmethod
@@ -131,7 +137,7 @@ class PrivacyLedger:
             raise LedgerError(f"{path}: this ledger was not written for this store (format "
                               f"{data.get('format')!r}); restore this store's own ledger")
         ledger = cls(path, key, int(data["version"]), [tuple(h) for h in data["history"]],
-                     list(data["events"]))
+                     list(data["events"]), list(data.get("sent", [])))
         anchored = ledger._anchored_version()
         if anchored > ledger.version:
             raise LedgerError(f"{path}: the privacy ledger was rolled back (version {ledger.version}, "
@@ -141,7 +147,7 @@ class PrivacyLedger:
 
     def reset(self, *, reason: str) -> None:
         """Forget the history (a new budget). Only the device owner's explicit tools call this;
-        the reset itself stays on record."""
+        the reset itself stays on record, and so does the transparency log."""
         resets = sum(1 for e in self.events if e["kind"] == "reset")
         log.warning("privacy ledger %s reset (%s): its history is forgotten", self.path, reason)
         self.history = []
@@ -186,11 +192,16 @@ class PrivacyLedger:
         self._save()
         return spent
 
+    def record_sent(self, entry: dict[str, Any]) -> None:
+        """Append one reply to the transparency log (numbered, timed) and save, before it leaves."""
+        self.sent.append({"seq": len(self.sent) + 1, "time": int(time.time()), **entry})
+        self._save()
+
     # ----- persistence ----------------------------------------------------------------------------
     def _save(self, *, force: bool = True) -> None:
         self.version += 1
         payload = {"format": LEDGER_FORMAT, "store-id": self.key.store_id, "version": self.version,
-                   "history": [list(h) for h in self.history], "events": self.events}
+                   "history": [list(h) for h in self.history], "events": self.events, "sent": self.sent}
         try:
             write_encrypted(self.path, json.dumps(payload).encode(), self.key.secret, force=force)
         except EncryptionError as err:

@@ -125,7 +125,7 @@ def contribute(msg: Message, context: Context, cfg: RunConfig) -> Message:
                                cfg.release_head_recent)
         values = values + noise_share(values.shape, sigma * sensitivity(statistic, cfg) / math.sqrt(honest))
         spent = ledger.record("release", [(sigma, 1.0, 1)], device.policy, run_id=int(msg.metadata.run_id),
-                              server_round=_round(msg), statistic=statistic)
+                              server_round=group_round(msg), statistic=statistic)
     log.info("release of %s: noise multiplier %.3f split over %d honest shares; epsilon spent %.3f of %g "
              "(delta %g)", statistic, sigma, honest, spent, device.policy.epsilon_budget, device.policy.delta)
     fitres = FitRes(status=Status(code=Code.OK, message=""), num_examples=1, metrics={},
@@ -180,7 +180,8 @@ def _head(config, num_items: int, expected: int) -> list[int]:
     return head
 
 
-def _round(msg: Message) -> int:
+def group_round(msg: Message) -> int:
+    """The round of a SecAgg+ stage (Flower's legacy workflow sends it as the message group)."""
     try:
         return int(msg.metadata.group_id or 0)
     except ValueError:

@@ -1,4 +1,5 @@
-"""Names of everything that travels in Flower messages, in one place and one style."""
+"""Names of everything that travels in Flower messages, in one place and one style, and how its
+size is counted."""
 
 ARRAYS = "arrays"  # ArrayRecord with the trainable tensors (LoRA + projections)
 CONFIG = "config"  # ConfigRecord sent with each train instruction
@@ -58,3 +59,20 @@ ERROR_REASONS = {
     BAD_REQUEST: "bad-request: the server's message is malformed",
     CLIENT_FAILED: "client-failed: see the device's own log",
 }
+
+
+def array_bytes(record) -> int:
+    """Payload bytes of an ArrayRecord: its tensors' data as sent (fp16 or fp32)."""
+    return sum(len(array.data) for array in record.values())
+
+
+def payload_bytes(content) -> int:
+    """Payload bytes of a message's records: tensors' data, bytes and strings, 8 per number."""
+    def size(value) -> int:
+        if isinstance(value, (bytes, str)):
+            return len(value)
+        if isinstance(value, list):
+            return sum(size(v) for v in value)
+        return 8
+    return sum(array_bytes(record) if hasattr(record, "to_torch_state_dict")  # an ArrayRecord
+               else sum(size(v) for v in record.values()) for record in content.values())

@@ -63,7 +63,7 @@ def plain_release(grid, context, cfg, statistic: str, config: dict | None = None
 
 def render(results: dict) -> str:
     a = results["args"]
-    lines = [f"Command: `python scripts/benchmark_secagg.py --repeats {a['repeats']}` (2-core CPU, in one process: "
+    lines = [f"Command: `python scripts/benchmark_secagg.py --seed {a['seed']} --repeats {a['repeats']}` (2-core CPU, in one process: "
              f"no Ray, no network). Real data, {a['clients']} simulated devices (seed {a['seed']} stores), "
              "`dp = \"distributed\"` at epsilon 8. 'on': the product's release through Flower's SecAgg+ "
              "(`SecAggPlusWorkflow`, every device's reply through the egress guard and `secaggplus_mod`); 'off': "
@@ -77,6 +77,7 @@ def render(results: dict) -> str:
         s = r["seconds"]
         lines.append(f"| {r['statistic']} | {r['mode']} | {statistics.median(s):.2f} ({min(s):.2f}-{max(s):.2f}) | "
                      f"{r['bytes']:,.0f} | {r['messages']} |")
+    lines.append("")
     by = {(r["statistic"], r["mode"]): r for r in results["rows"]}
     for stat in dict.fromkeys(r["statistic"] for r in results["rows"]):
         on, off = by.get((stat, "on")), by.get((stat, "off"))

@@ -62,28 +62,11 @@ class MeteredGrid:
 
     def send_and_receive(self, messages, *, timeout: float | None = None):
         replies = list(self.grid.send_and_receive(messages, timeout=timeout))
-        self.received += sum(content_bytes(m.content) for m in replies if m.has_content())
+        self.received += sum(records.payload_bytes(m.content) for m in replies if m.has_content())
         return replies
 
     def __getattr__(self, name: str):
         return getattr(self.grid, name)
-
-
-def content_bytes(content) -> int:
-    """Payload bytes of a message's records: tensors' data, bytes and strings, 8 per number."""
-    def size(value) -> int:
-        if isinstance(value, (bytes, str)):
-            return len(value)
-        if isinstance(value, list):
-            return sum(size(v) for v in value)
-        return 8
-    total = 0
-    for record in content.values():
-        if hasattr(record, "to_torch_state_dict"):  # ArrayRecord
-            total += sum(len(array.data) for array in record.values())
-        else:
-            total += sum(size(v) for v in record.values())
-    return total
 
 
 class ReleaseStrategy(Strategy):

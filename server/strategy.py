@@ -53,7 +53,7 @@ class RecommenderFedAvg(FedAvg):
         failed = sum(1 for m in replies if m.has_error()) - len(declined)
         for m in declined:
             log.info("round %d: a client declined: %s", server_round, m.error.reason)
-        uploads = [_nbytes(m.content[records.ARRAYS]) for m in replies
+        uploads = [records.array_bytes(m.content[records.ARRAYS]) for m in replies
                    if m.has_content() and records.ARRAYS in m.content]  # as sent (fp16 or fp32)
         for m in replies:  # average in float32 whatever dtype travelled
             if m.has_content() and records.ARRAYS in m.content:
@@ -88,6 +88,3 @@ def _float32(record: ArrayRecord) -> ArrayRecord:
         return record
     return ArrayRecord({k: torch.from_numpy(a.numpy()).float() for k, a in record.items()})
 
-
-def _nbytes(record: ArrayRecord) -> int:
-    return sum(len(array.data) for array in record.values())

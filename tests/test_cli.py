@@ -9,7 +9,7 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize("args", [[], ["simulate"], ["baselines"], ["config"], ["data"], ["data", "check"],
-                                  ["client"], ["client", "prepare"], ["client", "inspect"], ["client", "policy"],
+                                  ["client"], ["client", "prepare"], ["client", "inspect"], ["client", "audit"], ["client", "policy"],
                                   ["client", "change-passphrase"], ["client", "new-key"]])
 def test_when_help_asked_then_every_command_explains_itself(args):
     result = runner.invoke(app, [*args, "--help"])

@@ -1,0 +1,57 @@
+"""The device's transparency log: every reply that left this device, and what it cost.
+
+The egress guard (:mod:`client.egress`) describes each reply after its checks and before it
+leaves, and appends the description to the store's privacy ledger (``PrivacyLedger.sent``), so the
+log is encrypted, bound to the store, versioned against rollback and locked exactly like the
+budget. An entry holds what the server received, nothing of the device's data beyond it: run,
+round, message type (and SecAgg+ stage), each tensor's name, shape, dtype and bytes, each metric's
+name and value, the payload bytes, an error code if the reply was one, and the epsilon this
+message charged and the total after it. ``privrec client audit STORE`` shows it to the owner.
+
+A reply whose entry cannot be written is not sent (it becomes the ledger-unavailable error).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.app import Message
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+
+from client.local_training import BadRequest, server_round
+from client.secure_release import group_round
+from common import records
+
+
+def describe(request: Message, reply: Message) -> dict[str, Any]:
+    """What ``reply`` (to ``request``) sends the server, as a transparency-log entry."""
+    entry: dict[str, Any] = {"run": int(request.metadata.run_id), "round": _round(request),
+                             "message": request.metadata.message_type}
+    stage = _stage(request)
+    if stage:
+        entry["stage"] = stage
+    if reply.has_error():
+        entry.update(error=int(reply.error.code), bytes=len(reply.error.reason or ""))
+        return entry
+    content = reply.content
+    entry["tensors"] = [[name, list(array.shape), str(array.dtype), len(array.data)]
+                        for record in content.array_records.values() for name, array in record.items()]
+    entry["metrics"] = {name: value for record in content.metric_records.values()
+                        for name, value in record.items()}
+    entry["bytes"] = records.payload_bytes(content)
+    return entry
+
+
+def _round(msg: Message) -> int:
+    """The round the server's config names; SecAgg+ stages carry it as the message group."""
+    if _stage(msg):
+        return group_round(msg)
+    try:
+        return server_round(msg)
+    except BadRequest:  # a malformed round number: the reply is an error, logged as round 0
+        return 0
+
+
+def _stage(msg: Message) -> str:
+    config = msg.content.config_records.get(RECORD_KEY_CONFIGS) if msg.has_content() else None
+    return str(config.get(Key.STAGE, "")) if config is not None else ""
