@@ -27,6 +27,7 @@ from client.policy import PrivacyPolicy, policy_path
 from client.privacy_ledger import LedgerKey, PrivacyLedger, ledger_path
 from client.secrets import resolve_secret
 from client.store import LocalStore, StoreError
+from client.transparency import device_report
 from common.data import DataError
 
 app = typer.Typer(help="On-device commands: prepare, inspect and re-key the encrypted local store; "
@@ -128,21 +129,21 @@ def audit(
     passphrase_env: Optional[str] = PASS_ENV,
     key_file: Optional[str] = KEY_FILE,
     run: Optional[int] = typer.Option(None, "--run", help="Only the replies of this run id."),
-    as_json: bool = typer.Option(False, "--json", help="Print the log as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the device's audit report as JSON."),
 ) -> None:
     """Show exactly what left this device: every reply (run, round, message, each tensor's name and
-    shape, each metric's name and value, bytes) and the epsilon each message charged."""
+    shape, each metric's name and value, bytes) and the epsilon each message charged. --json writes
+    the device's audit report (data handling, policy, ledger, replies; counts only) for `privrec audit`."""
     try:
-        _, rules, ledger = _unlock(store, passphrase_file, passphrase_env, key_file)
+        header = read_header(store)
+        metadata, rules, ledger = _unlock(store, passphrase_file, passphrase_env, key_file)
     except ERRORS as err:
         _fail(err)
-    sent = [e for e in ledger.sent if run is None or e.get("run") == run]
-    spent = ledger.epsilon(rules)
-    summary = {"replies": len(sent), "bytes": sum(int(e.get("bytes", 0)) for e in sent),
-               "epsilon-spent": round(spent, 4), "delta": rules.delta, "budget": rules.epsilon_budget}
+    report = device_report(store, metadata, header, rules, ledger, run=run)
     if as_json:
-        typer.echo(json.dumps({"store": str(store), **summary, "sent": sent}, indent=2))
+        typer.echo(json.dumps(report, indent=2))
         return
+    sent, spent = report["sent"], report["ledger"]["epsilon-spent"]
     table = Table(title=f"{store}: what left this device")
     for column in ("#", "when (UTC)", "run", "round", "message", "bytes", "tensors", "metrics", "epsilon charged"):
         table.add_column(column, overflow="fold")
@@ -156,7 +157,7 @@ def audit(
                       str(e["round"]), message, f"{e.get('bytes', 0):,}", tensors, metrics,
                       "?" if charged is None else f"{charged:.4f}")
     Console().print(table)
-    console.print(f"{summary['replies']} replies, {summary['bytes']:,} bytes; epsilon spent {spent:.3f} of "
+    console.print(f"{len(sent)} replies, {sum(int(e.get('bytes', 0)) for e in sent):,} bytes; epsilon spent {spent:.3f} of "
                   f"{rules.epsilon_budget:g} (delta {rules.delta:g})", highlight=False)
 
 

@@ -52,7 +52,7 @@ TRAIN_METRICS = frozenset({records.NUM_EXAMPLES, records.NUM_STEPS, records.EXAM
                            records.TRAIN_SECONDS, records.UNIFORM_WEIGHT})
 DP_TRAIN_METRICS = frozenset({records.UNIFORM_WEIGHT, records.EPSILON})
 EVALUATE_METRICS = frozenset({records.EVAL_USERS, "mrr"})
-_RANKING_METRIC = re.compile(r"(?:hr|ndcg)@\d{1,3}")
+RANKING_METRIC = re.compile(r"(?:hr|ndcg)@\d{1,3}")
 ALLOWED_DTYPES = frozenset({"float32", "float16", "bfloat16"})
 FROZEN_UNDER_ITEM_BIAS_DP = "item_bias."  # the only tensors DP-SGD may change with dp-train = 'item-bias'
 # A SecAgg+ reply: the protocol's record, and the legacy fit result secaggplus_mod leaves (emptied).
@@ -145,7 +145,7 @@ def _check_metrics(kind: str, metrics: object, names: frozenset[str]) -> None:
     if not isinstance(metrics, MetricRecord):
         raise EgressError(f"refused a {kind} reply: '{records.METRICS}' is not a MetricRecord")
     ranking = kind == MessageType.EVALUATE
-    unlisted = [n for n in metrics.keys() if n not in names and not (ranking and _RANKING_METRIC.fullmatch(n))]
+    unlisted = [n for n in metrics.keys() if n not in names and not (ranking and RANKING_METRIC.fullmatch(n))]
     if unlisted:
         raise EgressError(f"refused a {kind} reply: {len(unlisted)} metric name(s) outside the allow-list "
                           f"{sorted(names)}")

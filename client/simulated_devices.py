@@ -21,7 +21,7 @@ from typing import Iterator
 
 from client.anonymiser import PiiScrubber
 from client.anonymiser.vocabulary import product_words
-from client.encryption import Secret, make_key_file
+from client.encryption import Secret, make_key_file, read_header
 from client.policy import SIMULATED_DEVICE, PrivacyPolicy, policy_path
 from client.prepare import anonymise_reviews, build_metadata, start_ledger
 from client.privacy_ledger import LedgerKey, PrivacyLedger, open_locked
@@ -104,6 +104,22 @@ def device_ledger(cfg: RunConfig, partition: int) -> Iterator[PrivacyLedger]:
     metadata = LocalStore.open(store, Secret.from_key_file(key_file)).metadata
     with open_locked(store, LedgerKey.of_store(metadata.pseudonym_key)) as ledger:
         yield ledger
+
+
+def simulated_device_reports(cfg: RunConfig, run_id: int | None) -> list[dict]:
+    """Every simulated device's audit report for run ``run_id`` (what its owner would export)."""
+    from client.transparency import device_report  # imports the ClientApp's modules, which import this one
+
+    reports = []
+    for partition in range(cfg.num_clients):
+        store, key_file = device_files(cfg, partition)
+        if not store.is_file():
+            continue
+        metadata = LocalStore.open(store, Secret.from_key_file(key_file)).metadata
+        with device_ledger(cfg, partition) as ledger:
+            reports.append(device_report(store, metadata, read_header(store), PrivacyPolicy.load(policy_path(store)),
+                                         ledger, run=run_id))
+    return reports
 
 
 def _fingerprint(cfg: RunConfig) -> str:

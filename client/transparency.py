@@ -6,20 +6,26 @@ log is encrypted, bound to the store, versioned against rollback and locked exac
 budget. An entry holds what the server received, nothing of the device's data beyond it: run,
 round, message type (and SecAgg+ stage), each tensor's name, shape, dtype and bytes, each metric's
 name and value, the payload bytes, an error code if the reply was one, and the epsilon this
-message charged and the total after it. ``privrec client audit STORE`` shows it to the owner.
+message charged and the total after it. ``privrec client audit STORE`` shows it to the owner, and
+``--json`` exports :func:`device_report`, the device's part of a run's audit report.
 
 A reply whose entry cannot be written is not sent (it becomes the ledger-unavailable error).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Message
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
+from client.encryption import Header
 from client.local_training import BadRequest, server_round
+from client.policy import PrivacyPolicy
+from client.privacy_ledger import PrivacyLedger
 from client.secure_release import group_round
+from client.store import StoreMetadata
 from common import records
 
 
@@ -55,3 +61,29 @@ def _round(msg: Message) -> int:
 def _stage(msg: Message) -> str:
     config = msg.content.config_records.get(RECORD_KEY_CONFIGS) if msg.has_content() else None
     return str(config.get(Key.STAGE, "")) if config is not None else ""
+
+
+DEVICE_REPORT_FORMAT = 1
+
+
+def device_report(store: Path, metadata: StoreMetadata, header: Header, policy: PrivacyPolicy,
+                  ledger: PrivacyLedger, *, run: int | None = None) -> dict[str, Any]:
+    """What a device can show an auditor (counts and costs, never text or ids): how its data was
+    handled, its policy, its ledger (the whole accountant history, for recomputing epsilon) and
+    the events and replies of run ``run`` (all runs when None)."""
+    mine = (lambda e: run is None or e.get("run") == run)
+    return {
+        "format": DEVICE_REPORT_FORMAT, "store": store.name, "run": run,
+        "data-handling": {"anonymiser": metadata.anonymiser, "pii-replaced": dict(metadata.pii_counts),
+                          "own-names": dict(metadata.own_names), "users": metadata.num_users,
+                          "reviews": metadata.num_reviews, "warnings": list(metadata.warnings),
+                          "encryption": {"cipher": "AES-256-GCM", "format-version": header.version,
+                                         "kdf": header.kdf_name, "kdf-params": dict(header.kdf_params),
+                                         "chunk-size": header.chunk_size}},
+        "policy": policy.to_dict(),
+        "ledger": {"epsilon-spent": ledger.epsilon(policy), "delta": policy.delta, "budget": policy.epsilon_budget,
+                   "accountant": policy.accountant, "version": ledger.version,
+                   "history": [list(h) for h in ledger.history],
+                   "events": [e for e in ledger.events if mine(e) or e["kind"] == "reset"]},
+        "sent": [e for e in ledger.sent if mine(e)],
+    }

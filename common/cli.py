@@ -129,6 +129,36 @@ def _privacy_line(summary: dict, cfg) -> str:
 
 
 @app.command()
+def audit(
+    run_dir: Path = typer.Argument(..., help="The directory of a finished run."),
+    device_reports: list[Path] = typer.Option(
+        [], "--device-report", help="A device's audit report, exported by its owner with `privrec client audit "
+        "STORE --run N --json` (repeatable; default in simulation: read the simulated devices' stores)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the report (default RUN_DIR/audit)."),
+) -> None:
+    """Write the run's privacy audit: report.html (plots embedded), report.json and report.md; exits 1
+    when a check fails (claimed and recomputed epsilon differ, a name outside the allow-list left a
+    device, a ledger disagrees with the federation)."""
+    setup_logging(False)
+    from common.report import write_report
+    from server.audit import AuditError, collect, load_device_reports
+
+    try:
+        report = collect(run_dir, load_device_reports(device_reports) if device_reports else None)
+        paths = write_report(report, out or run_dir / "audit")
+    except (*KNOWN_ERRORS, AuditError, RuntimeError) as err:
+        _fail(err)
+    failures = [f for f in report["findings"] if f["severity"] == "failure"]
+    for finding in report["findings"]:
+        colour = "red" if finding["severity"] == "failure" else "yellow"
+        console.print(f"[bold {colour}]{finding['severity']}:[/] {finding['text']}", highlight=False)
+    Console().print(f"audit of run {report['run']['run-id']}: {len(report['devices'])} device(s), "
+                    f"{len(failures)} failed check(s); report: {paths['html']}")
+    if failures:
+        raise typer.Exit(code=1)
+
+
+@app.command()
 def baselines(
     data: Optional[Path] = typer.Option(None, "--data", help="Review JSON lines; default: demo data."),
     items: Optional[Path] = typer.Option(None, "--items", help="Item catalogue; default: demo data."),

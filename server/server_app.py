@@ -57,8 +57,10 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "",
         if cfg.dp == "distributed":  # one secure, user-level DP release instead of FedAvg rounds
             strategy = DistributedRun(cfg, recommender, evaluator, run)
             strategy.start(grid, context, initial)
-            return _finish(run, cfg, evaluator, strategy.history, recommender, started,
-                           federation_epsilon=strategy.accountant.epsilon())
+            return _finish(run, cfg, evaluator, strategy.history, recommender, started, context,
+                           federation_epsilon=strategy.accountant.epsilon(),
+                           federation_accountant={"accountant": "rdp", "delta": strategy.accountant.delta,
+                                                  "history": [list(h) for h in strategy.accountant.history]})
 
         # 2. FedAvg over adapter tensors only, stopping early on validation NDCG.
         strategy = RecommenderFedAvg(
@@ -83,15 +85,17 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "",
                      evaluate_fn=evaluate)
 
         # 4. The best round's adapter on the test items.
-        return _finish(run, cfg, evaluator, strategy.history, recommender, started,
+        return _finish(run, cfg, evaluator, strategy.history, recommender, started, context,
                        central_epsilon=central.epsilon() if central else None)
     finally:
         run.close()
 
 
 def _finish(run: RunDirectory, cfg: RunConfig, evaluator: RoundEvaluator, history: list[dict],
-            recommender: Recommender, started: float, **epsilons: float | None) -> RunDirectory:
-    """Score the best round on the test items and write the run's summary."""
+            recommender: Recommender, started: float, context: Context | None, **privacy) -> RunDirectory:
+    """Score the best round on the test items and write the run's summary (with the Flower run id,
+    which the devices' ledgers and transparency logs name, and the federation's accountant
+    history, from which an audit recomputes epsilon)."""
     test = evaluator.metrics(evaluator.best_arrays(), "test", evaluator.best_round)
     summary = {"best-round": evaluator.best_round, "stopped-early-at": evaluator.stopped_at,
                "rounds-trained": sum(1 for r in history if r.get("clients")),
@@ -99,7 +103,8 @@ def _finish(run: RunDirectory, cfg: RunConfig, evaluator: RoundEvaluator, histor
                "dp": cfg.dp, "epsilon-max": max((r["epsilon-max"] for r in history if "epsilon-max" in r),
                                                 default=None),
                "central-epsilon": None, "federation-epsilon": None,
-               **{k.replace("_", "-"): v for k, v in epsilons.items()},
+               **{k.replace("_", "-"): v for k, v in privacy.items()},
+               "run-id": int(context.run_id) if context is not None else None,
                "valid-best": evaluator.best_score, "test": test,
                "evaluation": cfg.evaluation, "wall-seconds": time.perf_counter() - started,
                "trainable-parameters": sum(v.numel() for v in recommender.state().values())}

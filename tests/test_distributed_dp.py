@@ -89,6 +89,66 @@ def test_when_distributed_run_then_every_device_recorded_the_federation_release(
                 (statistic, [[sigma, 1.0, 1]]) for statistic, sigma in release_plan(cfg).items()]
 
 
+def test_when_the_run_is_audited_then_every_epsilon_is_recomputed_and_every_name_checked(distributed_run, tmp_path):
+    from common.report import write_report
+    from server.audit import collect
+
+    cfg, path, _ = distributed_run
+    report = collect(path)
+    assert [f for f in report["findings"] if f["severity"] == "failure"] == []
+    federation = report["accounting"]["federation"]
+    assert len(federation["history"]) == 2  # the counts and the head Gram
+    assert federation["epsilon-recomputed"] == pytest.approx(federation["epsilon-claimed"])
+    assert federation["epsilon-prv"] == pytest.approx(federation["epsilon-claimed"], rel=0.25)  # another accountant
+    devices = report["accounting"]["devices"]
+    assert len(devices) == cfg.num_clients
+    for device in devices:
+        assert sorted(map(tuple, device["run-entries"])) == sorted(map(tuple, federation["history"]))
+        assert device["epsilon-recomputed"] == pytest.approx(device["epsilon-claimed"])
+        assert device["epsilon-claimed"] > federation["epsilon-claimed"]  # its noised evaluations are charged too
+    egress = report["egress"]  # SecAgg+ stages and evaluations left every device, nothing else
+    assert egress["unknown-tensors"] == egress["unknown-metrics"] == [] and egress["tensor-names"] == []
+    assert all(d["bytes-by-round"].get("1", 0) > 0 for d in egress["per-device"])
+    paths = write_report(report, tmp_path / "audit")
+    page = paths["html"].read_text()
+    assert "All checks passed" in page and page.count("data:image/png;base64,") == 3
+    assert "<script" not in page and "src='http" not in page  # self-contained, no network
+    assert json.loads(paths["json"].read_text())["format"] == 1
+
+
+def test_when_a_server_understates_epsilon_then_the_audit_fails_in_red_at_the_top(distributed_run, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from common.cli import app
+
+    _, path, _ = distributed_run
+    lying = tmp_path / "lying-run"
+    shutil.copytree(path, lying, ignore=shutil.ignore_patterns("checkpoints"))
+    summary = json.loads((lying / "summary.json").read_text())
+    summary["federation-epsilon"] = 0.5  # what the server says; the history says 4
+    (lying / "summary.json").write_text(json.dumps(summary))
+    result = CliRunner().invoke(app, ["audit", str(lying)])
+    assert result.exit_code == 1
+    page = (lying / "audit" / "report.html").read_text()
+    assert page.index("FAILED: 1 check(s) failed") < page.index("<h2>")
+    assert "claims federation epsilon 0.5" in page
+
+
+def test_when_a_device_sent_an_unlisted_metric_then_the_audit_names_it(distributed_run):
+    from server.audit import collect
+    from client.simulated_devices import simulated_device_reports
+
+    cfg, path, _ = distributed_run
+    summary = json.loads((path / "summary.json").read_text())
+    reports = simulated_device_reports(cfg, summary["run-id"])
+    reports[0]["sent"].append({"run": summary["run-id"], "round": 1, "message": "evaluate", "bytes": 8,
+                               "tensors": [], "metrics": {"user-secret": 1.0}})
+    report = collect(path, reports)
+    assert any("user-secret" in f["text"] and f["severity"] == "failure" for f in report["findings"])
+
+
 def test_when_distributed_dp_config_is_wrong_then_error_names_the_field():
     with pytest.raises(ConfigError, match="secagg-threshold"):
         RunConfig(dp="distributed", num_clients=3, secagg_threshold=4)
