@@ -135,7 +135,7 @@ class DistributedRun:
                               f"({len(self.recommender.catalogue)} items); lower it")
         if self.cfg.num_rounds > 1:
             log.info("dp = 'distributed': the secure release is this run's only round (num-rounds is an upper "
-                     "bound; DP-SGD rounds after it are not built yet)")
+                     "bound; DP-SGD rounds after it did not gain in scripts/explore_federated_sgd.py)")
         self._evaluate(0, initial)
         started = time.perf_counter()
         try:
