@@ -49,7 +49,7 @@ def sections(report: dict) -> list[tuple[str, list[str], list[tuple[list[str], l
         f"Model: {run['model']['base']}, {run['model']['parameters']:,} parameters, of which "
         f"{run['model']['exchanged-parameters']:,} are exchanged.",
         "Software: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()) + "."], []))
-    paragraphs = [f"Unit protected: {acc['unit']}."]
+    paragraphs = [f"Unit protected: {acc['unit']}. Clipping: {acc['clipping']}."]
     tables = []
     fed = acc.get("federation")
     if fed:

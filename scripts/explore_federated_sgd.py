@@ -129,7 +129,8 @@ def main() -> None:
 
 
 def render(results: dict) -> str:
-    lines = ["Command: `python scripts/explore_federated_sgd.py --epsilon 8 1` (2-core CPU). A what-if model of "
+    epsilons = " ".join(f"{e:g}" for e in dict.fromkeys(r["epsilon"] for r in results["rows"]))
+    lines = [f"Command: `python scripts/explore_federated_sgd.py --epsilon {epsilons}` (2-core CPU). A what-if model of "
              "DP-SGD rounds under `dp = \"distributed\"`: one Gaussian mechanism over all 1,429 users per step "
              "(sample rate 1, clip 1, Adam), after the product's release with a share f of the RDP budget "
              "(the whole run composes to the epsilon shown: 'composed', Opacus RDP, delta 1e-5). Frozen encoder, "

@@ -83,7 +83,8 @@ def _accounting(cfg: RunConfig, summary: dict, devices: list[dict]) -> dict:
     """Claimed against recomputed epsilon: the federation's (distributed DP) and each device's ledger."""
     federation = summary.get("federation-accountant")
     out: dict[str, Any] = {"unit": "one user" if cfg.dp in ("distributed", "local") else
-                           "one client" if cfg.dp == "central" else "none (no DP)", "dp": cfg.dp}
+                           "one client" if cfg.dp == "central" else "none (no DP)", "dp": cfg.dp,
+                           "clipping": _clipping(cfg)}
     if federation:
         history = [tuple(h) for h in federation["history"]]
         out["federation"] = {"accountant": federation["accountant"], "delta": federation["delta"],
@@ -107,6 +108,20 @@ def _accounting(cfg: RunConfig, summary: dict, devices: list[dict]) -> dict:
             "run-entries": [list(e) for e in run_entries],
             "declined": sum(1 for e in d["sent"] if e.get("error") == records.BUDGET_EXHAUSTED)})
     return out
+
+
+def _clipping(cfg: RunConfig) -> str:
+    """How one unit's contribution is bounded, in words."""
+    if cfg.dp == "distributed":
+        head = (f"; in the head Gram, their {cfg.release_head_recent} most recent of the {cfg.release_head_items} "
+                "head items" if cfg.release_head_items else "")
+        return (f"each user contributes their {cfg.release_recent_items} most recent training items to the "
+                f"counts (L2 sensitivity sqrt({cfg.release_recent_items})){head}")
+    if cfg.dp == "local":
+        return f"each user's gradient clipped to L2 norm {cfg.max_grad_norm:g} (DP-SGD, Opacus)"
+    if cfg.dp == "central":
+        return f"each client's update clipped to L2 norm {cfg.update_clipping_norm:g}"
+    return "none"
 
 
 def _egress(devices: list[dict], names: dict) -> dict:
