@@ -88,6 +88,8 @@ def simulate(
     device_policy: Optional[Path] = typer.Option(
         None, "--device-policy", help="Privacy policy TOML every simulated device's owner sets (default: "
         "DP not required, exact evaluation; `privrec client policy --write FILE` writes the strict one)."),
+    canaries: int = typer.Option(0, "--canaries", help="Plant N synthetic users, each joining on a fair coin, "
+                                 "for the empirical attacks of `privrec audit` (research; default 0)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run a simulated federation (Flower simulation engine, Ray on 127.0.0.1) and report test metrics."""
@@ -101,7 +103,7 @@ def simulate(
         policy = PrivacyPolicy.load(device_policy) if device_policy else SIMULATED_DEVICE
         from server.simulation import simulate as run_simulation
 
-        path = run_simulation(cfg, run_name=run_name, device_policy=policy)
+        path = run_simulation(cfg, run_name=run_name, device_policy=policy, canaries=canaries)
     except (*KNOWN_ERRORS, PolicyError) as err:
         _fail(err)
     summary = json.loads((path / "summary.json").read_text())

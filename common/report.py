@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-PLOTS = ("epsilon", "utility", "egress")
+import numpy as np
+
+PLOTS = ("epsilon", "utility", "egress", "roc", "canaries")
 
 
 def write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
@@ -83,8 +85,25 @@ def sections(report: dict) -> list[tuple[str, list[str], list[tuple[list[str], l
     out.append(("Utility per round", [], [(["round", "valid NDCG@10", "valid HR@10"],
                                            [[u["round"], _num(u.get("valid-ndcg@10")), _num(u.get("valid-hr@10"))]
                                             for u in report["utility"]])]))
-    out.append(("Empirical attacks", [report["attacks"]["status"]], []))
+    out.append(("Empirical attacks", *_attack_section(report["attacks"])))
     return out
+
+
+def _attack_section(attacks: dict) -> tuple[list[str], list]:
+    if attacks.get("status") != "run":
+        return [attacks["status"]], []
+    bound, claimed = attacks["lower-bound"], attacks["claimed-epsilon"]
+    paragraphs = [
+        f"{attacks['canaries']} canaries (synthetic users with random items and a secret phrase), {attacks['included']} of "
+        "them in the federation on fair coins; each attack scores every canary from the final global model.",
+        f"One-run lower bound (Steinke, Nasr, Jagielski 2023; {bound['confidence']:.0%} confidence): epsilon >= "
+        f"{bound['epsilon']:.3f} ({bound['correct']} of {bound['guesses']} guesses right), beside the claimed epsilon "
+        f"{_num(claimed) if claimed is not None else 'none (no DP)'}.",
+        f"Exposure (log2 catalogue size - log2 mean rank of a canary's items): {_num(attacks['exposure']['in'])} for the "
+        f"canaries in, {_num(attacks['exposure']['out'])} for those out."]
+    rows = [[name, _num(a["auc"]), _num(a["tpr@1%fpr"]), _num(a["tpr@0.1%fpr"]), a.get("negatives", 0)]
+            for name, a in attacks["attacks"].items()]
+    return paragraphs, [(["attack", "ROC AUC", "TPR at 1% FPR", "TPR at 0.1% FPR", "canaries out (negatives)"], rows)]
 
 
 def markdown(report: dict, images: dict[str, str]) -> str:
@@ -159,6 +178,23 @@ def _plot(name: str, report: dict) -> bytes | None:
             ax.plot(*zip(*points), marker="o")
             drew = True
         ax.set(xlabel="round", ylabel="validation NDCG@10", title="Utility per round")
+    elif name in ("roc", "canaries"):
+        attacks = report["attacks"]
+        if attacks.get("status") != "run":
+            plt.close(fig)
+            return None
+        if name == "roc":
+            for attack, a in attacks["attacks"].items():
+                if a["fpr"]:
+                    ax.plot(a["fpr"], a["tpr"], label=f"{attack} (AUC {a['auc']:.2f})")
+            ax.plot([0, 1], [0, 1], ls=":", color="grey")
+            ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Membership inference on canaries")
+        else:
+            labels = np.array(attacks["labels"])
+            scores = np.array(attacks["scores"]["calibrated"])
+            ax.hist([scores[labels], scores[~labels]], bins=20, label=["in", "out"])
+            ax.set(xlabel="calibrated score", ylabel="canaries", title="Canary scores, in and out")
+        drew = True
     else:
         for d in report["egress"]["per-device"]:
             points = sorted((int(r), b) for r, b in d["bytes-by-round"].items())
@@ -166,7 +202,7 @@ def _plot(name: str, report: dict) -> bytes | None:
                 ax.plot(*zip(*points), marker=".", alpha=0.6, label=d["store"])
                 drew = True
         ax.set(xlabel="round", ylabel="bytes sent", title="What left each device, per round")
-    if drew and len(report["devices"]) <= 10 and name != "utility":
+    if drew and (name in ("roc", "canaries") or (name != "utility" and len(report["devices"]) <= 10)):
         ax.legend(fontsize=6)
     buffer = io.BytesIO()
     fig.tight_layout()

@@ -57,8 +57,7 @@ def collect(run_dir: Path, device_reports: list[dict] | None = None) -> dict[str
         "devices": device_reports,
         "egress": _egress(device_reports, names),
         "utility": [{"round": r["round"], **{k: r[k] for k in r if k.startswith("valid-")}} for r in rounds],
-        "attacks": {"status": "not run: the empirical attacks (membership inference, canaries) are not part of "
-                              "this report version"},
+        "attacks": _attacks(run_dir, cfg, summary),
     }
     report["findings"] = _findings(report)
     return report
@@ -171,6 +170,11 @@ def _findings(report: dict) -> list[dict]:
     for kind in ("tensors", "metrics"):
         if egress[f"unknown-{kind}"]:
             add("failure", f"{kind[:-1]} name(s) outside the allow-list left a device: {egress[f'unknown-{kind}']}")
+    attacks = report["attacks"]
+    if attacks.get("status") == "run" and attacks["claimed-epsilon"] is not None \
+            and attacks["lower-bound"]["epsilon"] > attacks["claimed-epsilon"]:
+        add("failure", f"the canary audit's lower bound epsilon {attacks['lower-bound']['epsilon']:.3f} is above the "
+                       f"claimed epsilon {attacks['claimed-epsilon']:.3f}: the claim is wrong")
     for d in report["devices"]:
         if not d["sent"]:
             add("warning", f"device {d['store']}: no reply of this run in its transparency log")
@@ -178,6 +182,19 @@ def _findings(report: dict) -> list[dict]:
             add("warning", f"device {d['store']}: anonymised PATTERN-ONLY (no NLP model): personal names and "
                            "places were not looked for")
     return findings
+
+
+def _attacks(run_dir: Path, cfg: RunConfig, summary: dict) -> dict:
+    """The canary attacks when the run planted canaries (``privrec simulate --canaries N``)."""
+    from common.canaries import CANARIES_FILE, load
+
+    if not (run_dir / CANARIES_FILE).is_file():
+        return {"status": "not run: this run has no canaries (plant them with `privrec simulate --canaries N`)"}
+    from server.attacks import canary_attack
+
+    claimed = next((summary[k] for k in ("federation-epsilon", "epsilon-max", "central-epsilon")
+                    if summary.get(k) is not None), None)
+    return canary_attack(run_dir, cfg, load(run_dir / CANARIES_FILE), claimed)
 
 
 # ----- helpers --------------------------------------------------------------------------------------

@@ -26,12 +26,14 @@ def backend_config(cpus_per_client: int) -> dict:
 
 
 def simulate(cfg: RunConfig, *, run_name: str = "", cpus_per_client: int | None = None,
-             progress: bool = True, device_policy: PrivacyPolicy | None = None) -> Path:
+             progress: bool = True, device_policy: PrivacyPolicy | None = None, canaries: int = 0) -> Path:
     """Run ``cfg`` as a simulated federation and return the run directory.
 
     ``device_policy`` is what every simulated device's owner allows (default: the simulated
     devices' research policy, :data:`client.policy.SIMULATED_DEVICE`); the run config cannot
-    change it.
+    change it. ``canaries`` N > 0 plants N synthetic users for the privacy audit, each joining
+    on a fair coin (the reviews file plus the joiners is written beside the run directory, and
+    the coins into it as ``canaries.json``, for ``privrec audit`` only).
     """
     from flwr.simulation import run_simulation
 
@@ -44,6 +46,9 @@ def simulate(cfg: RunConfig, *, run_name: str = "", cpus_per_client: int | None 
     path = Path(cfg.run_dir) / run_name
     if path.exists():
         raise FileExistsError(f"run directory {path} already exists; pick another --run-name.")
+    planted = None
+    if canaries:
+        cfg, planted = _with_canaries(cfg, canaries, Path(cfg.run_dir) / f".{run_name}-canary-reviews.jsonl.gz")
     # Clients run one at a time with every core: torch on CPU scales better than two half-machines.
     cpus = cpus_per_client or (os.cpu_count() or 1)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # no usage events leave this machine
@@ -57,4 +62,21 @@ def simulate(cfg: RunConfig, *, run_name: str = "", cpus_per_client: int | None 
                    backend_config=backend_config(cpus))
     if not (path / "summary.json").is_file():
         raise RuntimeError(f"the simulation ended without a summary in {path}; see {path / 'run.log'}.")
+    if planted is not None:
+        from common import canaries as canary_file
+
+        canary_file.save(path / canary_file.CANARIES_FILE, planted)
     return path
+
+
+def _with_canaries(cfg: RunConfig, count: int, reviews_path: Path):
+    """``cfg`` reading the configured reviews plus the canaries whose coin came up, and the canaries."""
+    from common import canaries as canary_file
+    from common.data import load_dataset
+
+    data = load_dataset(cfg.reviews_file, cfg.items_file, on_bad=cfg.on_bad_record)
+    planted = canary_file.plant(sorted(data.items), count)
+    canary_file.write_reviews(reviews_path, [*data.reviews, *(r for c in planted if c.included for r in c.reviews())])
+    log.info("planted %d canaries for the privacy audit (%d joined, on fair coins)", count,
+             sum(c.included for c in planted))
+    return cfg.replace(reviews_path=str(reviews_path)), planted
