@@ -41,7 +41,7 @@ from client.policy import PolicyError, PolicyRefusal
 from client.privacy_ledger import BudgetExhausted, LedgerError
 from client.secure_release import is_secure_aggregation
 from client.store import StoreError
-from client.transparency import describe
+from client.transparency import describe_reply, describe_request
 from common import records
 from common.config import ConfigError, RunConfig
 
@@ -181,7 +181,7 @@ class EgressGuard:
     def __call__(self, msg: Message, context: Context,
                  call_next: Callable[[Message, Context], Message]) -> Message:
         kind = msg.metadata.message_type
-        cfg, before = None, None
+        cfg, before, request = None, None, describe_request(msg)
         try:
             cfg = self.config or RunConfig.from_mapping(context.run_config)
             before = _epsilon_spent(cfg, context)
@@ -198,7 +198,7 @@ class EgressGuard:
                     f"{type(err).__name__} (details at debug level)" if code == records.CLIENT_FAILED else err)
             log.debug("details of the %s failure", kind, exc_info=True)
             reply = error_reply(msg, code)
-        return _logged(msg, reply, cfg, context, before)
+        return _logged(msg, reply, cfg, context, request, before)
 
 
 def _epsilon_spent(cfg: RunConfig, context: Context) -> float | None:
@@ -212,7 +212,7 @@ def _epsilon_spent(cfg: RunConfig, context: Context) -> float | None:
         return None
 
 
-def _logged(msg: Message, reply: Message, cfg: RunConfig | None, context: Context,
+def _logged(msg: Message, reply: Message, cfg: RunConfig | None, context: Context, request: dict,
             before: float | None) -> Message:
     """``reply``, once its transparency-log entry is written; a reply that cannot be logged is not
     sent (an error reply, which carries only its code, still goes)."""
@@ -222,7 +222,7 @@ def _logged(msg: Message, reply: Message, cfg: RunConfig | None, context: Contex
         device = Device.locate(cfg, context)
         with device.ledger(device.data(cfg)) as ledger:
             total = ledger.epsilon(device.policy)
-            ledger.record_sent({**describe(msg, reply), "epsilon-total": total,
+            ledger.record_sent({**request, **describe_reply(reply), "epsilon-total": total,
                                 "epsilon-charged": None if before is None else max(total - before, 0.0)})
     except Exception as err:  # noqa: BLE001 - the store or ledger is unusable
         if reply.has_error():

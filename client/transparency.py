@@ -1,7 +1,7 @@
 """The device's transparency log: every reply that left this device, and what it cost.
 
-The egress guard (:mod:`client.egress`) describes each reply after its checks and before it
-leaves, and appends the description to the store's privacy ledger (``PrivacyLedger.sent``), so the
+The egress guard (:mod:`client.egress`) describes each request before its handler runs and each
+reply after its checks, before it leaves, and appends the description to the store's privacy ledger (``PrivacyLedger.sent``), so the
 log is encrypted, bound to the store, versioned against rollback and locked exactly like the
 budget. An entry holds what the server received, nothing of the device's data beyond it: run,
 round, message type (and SecAgg+ stage), each tensor's name, shape, dtype and bytes, each metric's
@@ -29,23 +29,26 @@ from client.store import StoreMetadata
 from common import records
 
 
-def describe(request: Message, reply: Message) -> dict[str, Any]:
-    """What ``reply`` (to ``request``) sends the server, as a transparency-log entry."""
+def describe_request(request: Message) -> dict[str, Any]:
+    """The request side of an entry: run, round, message type, SecAgg+ stage. Read before the
+    handler runs (Flower's SecAgg+ mod consumes the stage's records)."""
     entry: dict[str, Any] = {"run": int(request.metadata.run_id), "round": _round(request),
                              "message": request.metadata.message_type}
     stage = _stage(request)
     if stage:
         entry["stage"] = stage
-    if reply.has_error():
-        entry.update(error=int(reply.error.code), bytes=len(reply.error.reason or ""))
-        return entry
-    content = reply.content
-    entry["tensors"] = [[name, list(array.shape), str(array.dtype), len(array.data)]
-                        for record in content.array_records.values() for name, array in record.items()]
-    entry["metrics"] = {name: value for record in content.metric_records.values()
-                        for name, value in record.items()}
-    entry["bytes"] = records.payload_bytes(content)
     return entry
+
+
+def describe_reply(reply: Message) -> dict[str, Any]:
+    """What ``reply`` sends the server: its tensors, metrics and bytes, or its error code."""
+    if reply.has_error():
+        return {"error": int(reply.error.code), "bytes": len(reply.error.reason or "")}
+    content = reply.content
+    return {"tensors": [[name, list(array.shape), str(array.dtype), len(array.data)]
+                        for record in content.array_records.values() for name, array in record.items()],
+            "metrics": {name: value for record in content.metric_records.values() for name, value in record.items()},
+            "bytes": records.payload_bytes(content)}
 
 
 def _round(msg: Message) -> int:

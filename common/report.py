@@ -61,9 +61,9 @@ def sections(report: dict) -> list[tuple[str, list[str], list[tuple[list[str], l
         tables.append((["release", "noise multiplier", "sample rate", "steps"],
                        [[i + 1, *h] for i, h in enumerate(fed["history"])]))
     tables.append((["device", "accountant", "delta", "epsilon claimed", "epsilon recomputed", "budget", "budget left",
-                    "releases this run", "declined"],
+                    "charges this run", "declined"],
                    [[d["store"], d["accountant"], d["delta"], _num(d["epsilon-claimed"]), _num(d["epsilon-recomputed"]),
-                     d["budget"], _num(d["budget-left"]), len(d["releases-this-run"]), d["declined"]]
+                     d["budget"], _num(d["budget-left"]), len(d["charges-this-run"]), d["declined"]]
                     for d in acc["devices"]]))
     out.append(("Privacy accounting", paragraphs, tables))
     out.append(("Data handling on each device", ["Counts only: what the anonymiser replaced, per entity type; "

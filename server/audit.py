@@ -101,9 +101,9 @@ def _accounting(cfg: RunConfig, summary: dict, devices: list[dict]) -> dict:
             "budget": ledger["budget"], "epsilon-claimed": ledger["epsilon-spent"],
             "epsilon-recomputed": recompute(history, ledger["delta"], ledger["accountant"]),
             "budget-left": ledger["budget"] - ledger["epsilon-spent"],
-            "releases-this-run": [{"kind": ev["kind"], "round": ev.get("round"), "statistic": ev.get("statistic"),
-                                   "entries": ev.get("entries", []), "epsilon-after": ev.get("epsilon")}
-                                  for ev in ledger["events"] if ev["kind"] != "reset"],
+            "charges-this-run": [{"kind": ev["kind"], "round": ev.get("round"), "statistic": ev.get("statistic"),
+                                  "entries": ev.get("entries", []), "epsilon-after": ev.get("epsilon")}
+                                 for ev in ledger["events"] if ev["kind"] != "reset" and ev.get("entries")],
             "run-entries": [list(e) for e in run_entries],
             "declined": sum(1 for e in d["sent"] if e.get("error") == records.BUDGET_EXHAUSTED)})
     return out

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,25 +56,100 @@ def test_lower_bound_never_exceeds_the_epsilon_of_randomised_response(epsilon):
     assert np.median(bounds) > epsilon / 3  # and it is not vacuous
 
 
-def test_when_a_run_has_canaries_then_the_audit_attacks_them_and_plots_the_roc(tiny_bert, tmp_path):
+@pytest.fixture(scope="module")
+def canary_run(tiny_bert, tmp_path_factory):
+    """A short distributed-DP simulation with 40 canaries, and its audit report (written)."""
+    from client.policy import SIMULATED_DEVICE
     from common.report import write_report
     from server.audit import collect
     from server.simulation import simulate
 
-    cfg = RunConfig(dp="none", model_path=str(tiny_bert), embed_dim=16, max_profile_tokens=48, max_item_tokens=16,
-                    num_clients=3, num_rounds=1, local_steps=2, patience=0, run_dir=str(tmp_path / "runs"),
-                    device="cpu", stores_dir=str(tmp_path / "stores"))
-    path = simulate(cfg, run_name="canaries", cpus_per_client=1, progress=False, canaries=40)
+    root = tmp_path_factory.mktemp("canary-run")
+    cfg = RunConfig(dp="distributed", target_epsilon=4.0, model_path=str(tiny_bert), embed_dim=16,
+                    max_profile_tokens=48, max_item_tokens=16, num_clients=3, num_rounds=1, patience=0,
+                    run_dir=str(root / "runs"), device="cpu", stores_dir=str(root / "stores"))
+    path = simulate(cfg, run_name="canaries", cpus_per_client=1, progress=False, canaries=40,
+                    device_policy=SIMULATED_DEVICE)
+    report = collect(path)
+    return cfg, path, report, write_report(report, path / "audit")
+
+
+def test_when_a_run_has_canaries_then_the_audit_attacks_them(canary_run):
+    _, path, report, _ = canary_run
     planted = canaries.load(path / canaries.CANARIES_FILE)
     assert len(planted) == 40
     config = json.loads((path / "config.json").read_text())
     assert config["reviews-path"].endswith("canary-reviews.jsonl.gz")  # the devices were built with the joiners
-    report = collect(path)
     attacks = report["attacks"]
     assert attacks["status"] == "run" and attacks["canaries"] == 40
     assert attacks["included"] == sum(c.included for c in planted)
     assert set(attacks["attacks"]) == {"threshold", "calibrated"}
     assert all(0.0 <= a["auc"] <= 1.0 for a in attacks["attacks"].values())
-    assert attacks["lower-bound"]["epsilon"] >= 0.0 and attacks["claimed-epsilon"] is None  # no DP claimed
-    page = write_report(report, tmp_path / "audit")["html"].read_text()
-    assert page.count("data:image/png;base64,") == 5 and "One-run lower bound" in page
+    claimed = json.loads((path / "summary.json").read_text())["federation-epsilon"]
+    assert attacks["claimed-epsilon"] == claimed and 0.0 <= attacks["lower-bound"]["epsilon"] <= claimed
+    assert [f for f in report["findings"] if f["severity"] == "failure"] == []
+
+
+def test_the_report_matches_the_runs_own_records(canary_run):
+    """Epsilons equal the ledgers and an independent recomputation; bytes equal the transparency logs."""
+    from opacus.accountants import RDPAccountant
+
+    from client.simulated_devices import device_ledger
+    from client.policy import SIMULATED_DEVICE
+
+    cfg, path, report, paths = canary_run
+    saved = json.loads(paths["json"].read_text())
+    summary = json.loads((path / "summary.json").read_text())
+    run_id = summary["run-id"]
+    federation = saved["accounting"]["federation"]
+    reference = RDPAccountant()
+    reference.history = [tuple(h) for h in summary["federation-accountant"]["history"]]
+    assert federation["epsilon-claimed"] == summary["federation-epsilon"]
+    assert federation["epsilon-recomputed"] == pytest.approx(reference.get_epsilon(delta=cfg.target_delta))
+    cfg = RunConfig.from_mapping(json.loads((path / "config.json").read_text()))
+    for partition, (device, egress) in enumerate(zip(saved["accounting"]["devices"], saved["egress"]["per-device"])):
+        with device_ledger(cfg, partition) as ledger:
+            assert device["epsilon-claimed"] == pytest.approx(ledger.epsilon(SIMULATED_DEVICE))
+            sent = [e for e in ledger.sent if e["run"] == run_id]
+        by_round = {}
+        for e in sent:
+            by_round[str(e["round"])] = by_round.get(str(e["round"]), 0) + e["bytes"]
+        assert egress["bytes-by-round"] == by_round and egress["replies"] == len(sent) > 0
+        stages = [e.get("stage") for e in sent if e["message"] == "train"]
+        assert stages == ["setup", "share_keys", "collect_masked_vectors", "unmask"]  # the release, round 1
+        assert {e["round"] for e in sent if e["message"] == "train"} == {1}
+        charged = [e for e in sent if e["epsilon-charged"]]
+        assert [e["stage"] for e in charged] == ["collect_masked_vectors"]  # recorded before the masked vector left
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / ".test-artifacts"
+
+
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_html_report_renders_in_headless_chromium_with_its_plots_and_numbers(canary_run):
+    from playwright.sync_api import sync_playwright
+
+    _, _, report, paths = canary_run
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            requests = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(paths["html"].as_uri())
+            page.wait_for_load_state("load")
+            images = page.evaluate("[...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+            text = page.inner_text("body")
+            page.screenshot(path=str(ARTIFACTS / "audit-report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert sorted(images) == sorted([[name, True] for name in ("epsilon", "utility", "egress", "roc", "canaries")])
+    assert all(url.startswith(("file:", "data:")) for url in requests)  # nothing from the network
+    assert "All checks passed." in text
+    assert f"{report['accounting']['federation']['epsilon-recomputed']:.4f}" in text
+    assert f"epsilon >= {report['attacks']['lower-bound']['epsilon']:.3f}" in text
+    assert (ARTIFACTS / "audit-report.png").stat().st_size > 10_000
