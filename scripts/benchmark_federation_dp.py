@@ -192,7 +192,8 @@ def main() -> None:
     parser.add_argument("--users-fraction", type=float, default=1.0,
                         help="run on this random share of the users (drawn per seed), to see the cost of "
                              "privacy fall as the federation grows; popularity is scored on the same users")
-    parser.add_argument("--keep", action="store_true", help="keep the saved rows of settings not run now")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the saved rows of settings and seeds not run now")
     parser.add_argument("--render-only", action="store_true", help="rewrite results.md from the JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -211,7 +212,8 @@ def main() -> None:
     label = args.label if args.users_fraction == 1.0 else f"{args.label}, {args.users_fraction:.0%} of the users"
     for epsilon in args.epsilons:
         name = f"{label}, epsilon {epsilon:g}"
-        results["runs"][name] = []
+        # --keep also keeps this setting's runs of other seeds (a setting can be completed seed by seed)
+        results["runs"][name] = [r for r in results["runs"].get(name, []) if args.keep and r["seed"] not in args.seeds]
         for seed in args.seeds:
             reviews = users_subset(args.users_fraction, seed)
             cfg = build_config(None, args.settings, reviews_path=str(reviews),
@@ -226,7 +228,11 @@ def main() -> None:
             run = simulate(cfg, device_policy=SIMULATED_DEVICE, run_name=time.strftime(
                 f"federation-dp-{re.sub('[^A-Za-z0-9]+', '-', label)}-e{epsilon:g}-s{seed}-%Y%m%d-%H%M%S"))
             summary = json.loads((run / "summary.json").read_text())
-            release = [r for r in json.loads((run / "metrics.json").read_text()) if r.get("clients")][0]
+            released = [r for r in json.loads((run / "metrics.json").read_text()) if r.get("clients")]
+            if not released:
+                raise SystemExit(f"{name}, seed {seed}: the release did not complete (see {run / 'run.log'}); a "
+                                 "benchmark needs every device: is another run holding their ledgers?")
+            release = released[0]
             results["runs"][name].append({
                 "seed": seed, "test": summary["test"], "seconds": time.perf_counter() - started,
                 "epsilon": round(summary["federation-epsilon"], 3),

@@ -48,7 +48,11 @@ def simulate(cfg: RunConfig, *, run_name: str = "", cpus_per_client: int | None 
         raise FileExistsError(f"run directory {path} already exists; pick another --run-name.")
     planted = None
     if canaries:
-        cfg, planted = _with_canaries(cfg, canaries, Path(cfg.run_dir) / f".{run_name}-canary-reviews.jsonl.gz")
+        from common.canaries import plant
+        from common.run_data import load_catalogue
+
+        planted = plant(load_catalogue(cfg).ids, canaries)
+        cfg = with_canaries(cfg, planted, Path(cfg.run_dir) / f".{run_name}-canary-reviews.jsonl.gz")
     # Clients run one at a time with every core: torch on CPU scales better than two half-machines.
     cpus = cpus_per_client or (os.cpu_count() or 1)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # no usage events leave this machine
@@ -69,14 +73,15 @@ def simulate(cfg: RunConfig, *, run_name: str = "", cpus_per_client: int | None 
     return path
 
 
-def _with_canaries(cfg: RunConfig, count: int, reviews_path: Path):
-    """``cfg`` reading the configured reviews plus the canaries whose coin came up, and the canaries."""
-    from common import canaries as canary_file
+def with_canaries(cfg: RunConfig, planted: list, reviews_path: Path) -> RunConfig:
+    """``cfg`` reading the configured reviews plus the planted canaries whose coin came up (written
+    to ``reviews_path``, once; the devices' stores are built from it)."""
+    from common.canaries import write_reviews
     from common.data import load_dataset
 
-    data = load_dataset(cfg.reviews_file, cfg.items_file, on_bad=cfg.on_bad_record)
-    planted = canary_file.plant(sorted(data.items), count)
-    canary_file.write_reviews(reviews_path, [*data.reviews, *(r for c in planted if c.included for r in c.reviews())])
-    log.info("planted %d canaries for the privacy audit (%d joined, on fair coins)", count,
-             sum(c.included for c in planted))
-    return cfg.replace(reviews_path=str(reviews_path)), planted
+    if not reviews_path.is_file():
+        data = load_dataset(cfg.reviews_file, cfg.items_file, on_bad=cfg.on_bad_record)
+        write_reviews(reviews_path, [*data.reviews, *(r for c in planted if c.included for r in c.reviews())])
+        log.info("planted %d canaries for the privacy audit (%d joined, on fair coins)", len(planted),
+                 sum(c.included for c in planted))
+    return cfg.replace(reviews_path=str(reviews_path))
