@@ -137,6 +137,9 @@ def audit(
     try:
         header = read_header(store)
         metadata, rules, ledger = _unlock(store, passphrase_file, passphrase_env, key_file)
+        if not ledger.has_log:
+            raise StoreError(f"{ledger.path} has no transparency log yet: it was last written before PrivRec "
+                             "recorded what leaves a device; the replies of the next round will be on it")
     except ERRORS as err:
         _fail(err)
     report = device_report(store, metadata, header, rules, ledger, run=run)

@@ -105,6 +105,7 @@ class PrivacyLedger:
     history: list[Entry] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
+    has_log: bool = True  # False for a ledger written before the transparency log existed
 
     # ----- life cycle ---------------------------------------------------------------------------
     @classmethod
@@ -137,7 +138,7 @@ class PrivacyLedger:
             raise LedgerError(f"{path}: this ledger was not written for this store (format "
                               f"{data.get('format')!r}); restore this store's own ledger")
         ledger = cls(path, key, int(data["version"]), [tuple(h) for h in data["history"]],
-                     list(data["events"]), list(data.get("sent", [])))
+                     list(data["events"]), list(data.get("sent", [])), "sent" in data)
         anchored = ledger._anchored_version()
         if anchored > ledger.version:
             raise LedgerError(f"{path}: the privacy ledger was rolled back (version {ledger.version}, "

@@ -25,7 +25,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from common import records
-from common.config import RunConfig
+from common.config import ConfigError, RunConfig
 from common.federation_dp import quiet_accountant
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,16 @@ class AuditError(ValueError):
 def collect(run_dir: Path, device_reports: list[dict] | None = None) -> dict[str, Any]:
     """The audit report of the run in ``run_dir`` (device reports: simulated devices when None)."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AuditError(f"{run_dir} is not a directory: pass the directory of a finished PrivRec run")
     config, summary, rounds = (_read(run_dir / name) for name in ("config.json", "summary.json", "metrics.json"))
-    cfg = RunConfig.from_mapping(config)
+    try:
+        cfg = RunConfig.from_mapping(config)
+    except (ConfigError, AttributeError) as err:
+        raise AuditError(f"{run_dir / 'config.json'} is not a PrivRec run's config ({str(err).split(';')[0]}); "
+                         "pass the directory of a PrivRec run") from None
+    if "test" not in summary:
+        raise AuditError(f"{run_dir / 'summary.json'} has no test result: the run did not finish; audit a finished run")
     run_id = summary.get("run-id")
     if device_reports is None:
         from client.simulated_devices import simulated_device_reports

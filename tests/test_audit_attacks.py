@@ -153,3 +153,29 @@ def test_the_html_report_renders_in_headless_chromium_with_its_plots_and_numbers
     assert f"{report['accounting']['federation']['epsilon-recomputed']:.4f}" in text
     assert f"epsilon >= {report['attacks']['lower-bound']['epsilon']:.3f}" in text
     assert (ARTIFACTS / "audit-report.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("missing", "not a directory"), ("no-summary", "summary.json is missing"),
+    ("unfinished", "did not finish"), ("foreign", "is not a PrivRec run's config")])
+def test_when_the_run_directory_is_missing_partial_or_foreign_then_one_line_names_it(canary_run, tmp_path,
+                                                                                     damage, named):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from common.cli import app
+
+    _, path, _, _ = canary_run
+    target = tmp_path / "run"
+    if damage != "missing":
+        shutil.copytree(path, target, ignore=shutil.ignore_patterns("checkpoints", "audit"))
+    if damage == "no-summary":
+        (target / "summary.json").unlink()
+    elif damage == "unfinished":
+        (target / "summary.json").write_text(json.dumps({"best-round": 0}))
+    elif damage == "foreign":
+        (target / "config.json").write_text(json.dumps({"model": "resnet", "epochs": 3}))
+    result = CliRunner().invoke(app, ["audit", str(target)])
+    assert result.exit_code == 2 and named in " ".join(result.output.split())
+    assert "Traceback" not in result.output and not (target / "audit").exists()

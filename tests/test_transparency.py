@@ -113,3 +113,16 @@ def test_audit_shows_the_owner_what_left_and_refuses_a_wrong_key(tiny_config, de
     make_key_file(other)
     wrong = runner.invoke(app, ["client", "audit", store, "--key-file", str(other)])
     assert wrong.exit_code == 2 and "wrong passphrase or key" in wrong.output and "Traceback" not in wrong.output
+
+
+def test_when_a_ledger_predates_the_transparency_log_then_audit_says_so_in_one_line(tiny_config, device,
+                                                                                   task_identity):
+    from client.encryption import read_encrypted, write_encrypted
+
+    ledger = _ledger(device)
+    payload = json.loads(read_encrypted(ledger.path, ledger.key.secret))
+    del payload["sent"]  # what a ledger written before the log looks like
+    write_encrypted(ledger.path, json.dumps(payload).encode(), ledger.key.secret, force=True)
+    result = CliRunner().invoke(app, ["client", "audit", device[records.STORE], "--key-file", device[records.KEY_FILE]])
+    assert result.exit_code == 2 and "no transparency log" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
