@@ -147,7 +147,7 @@ def _comparison(runs: dict) -> list[str]:
     lines = [f"- Reference ({utility.name}): no DP (FedAvg of the LoRA towers, 3 rounds) "
              f"{_stat([r['test']['ndcg@10'] for r in other['no DP']])}; per-client DP-SGD (`dp = \"local\"`) "
              + ", ".join(f"{name} {_stat([r['test']['ndcg@10'] for r in other[name]])}"
-                         for name in ("epsilon 8", "epsilon 3", "epsilon 1") if name in other) + "."]
+                         for name in ("epsilon 8", "epsilon 4", "epsilon 3", "epsilon 1") if name in other) + "."]
     for name, rows in runs.items():
         if "of the users" not in name:  # no-DP reference is on every user
             lines.append(f"- {name}: {mean(rows) / no_dp:.1%} of no DP, {_vs_popularity(rows)} against popularity.")
