@@ -26,6 +26,7 @@ BAD_RECORD_POLICIES = ("fail", "skip")
 EVALUATIONS = ("federated", "server")
 DP_MODES = ("none", "local", "central", "distributed")
 UPLOAD_DTYPES = ("float32", "float16")
+AUTO_NEIGHBOUR_WEIGHT = 4.0  # `personal-weight` -1 under distributed DP (benchmarks/results.md, issue 12)
 DP_TRAIN = ("item-bias", "all")
 
 
@@ -100,9 +101,10 @@ class RunConfig:
     ease_lambda: float = _opt(2000.0, "Distributed DP: ridge of the EASE fit on the noised Gram matrix.")
     ease_weight: float = _opt(2.0, "Distributed DP: weight of the EASE scores, each device dividing them "
                               "by their standard deviation over its own users.")
-    personal_weight: float = _opt(0.0, "On-device personalisation: weight of the item-neighbour scores each "
-                                  "device fits on its own users' histories and never sends (see "
-                                  "common/personal.py); 0 = off.")
+    personal_weight: float = _opt(-1.0, "On-device personalisation: weight of the item-neighbour scores each "
+                                  "device fits on its own users' histories and never sends (see common/personal.py); "
+                                  "0 = off; -1 = auto: 4 with `dp` = 'distributed' (the zero-shot towers gain from "
+                                  "it), 0 otherwise (at 4 it hurts towers trained by FedAvg).")
     personal_mix: float = _opt(0.5, "On-device personalisation: the share of the public text similarity "
                                "of items in the neighbours (the rest: co-occurrence among the device's users).")
     secagg_threshold: int = _opt(0, "Distributed DP: SecAgg+ reconstruction threshold, the fewest clients "
@@ -207,7 +209,8 @@ class RunConfig:
         need(0.0 < self.release_split < 1.0, "release_split", "should be in (0, 1)")
         need(self.ease_lambda > 0, "ease_lambda", "should be positive")
         need(self.ease_weight >= 0, "ease_weight", "should be zero or positive")
-        need(self.personal_weight >= 0, "personal_weight", "should be zero (off) or positive")
+        need(self.personal_weight >= 0 or self.personal_weight == -1, "personal_weight",
+             "should be -1 (auto), 0 (off) or positive")
         need(0.0 <= self.personal_mix <= 1.0, "personal_mix", "should be in [0, 1]")
         need(self.secagg_threshold == 0 or 2 <= self.secagg_threshold <= self.num_clients, "secagg_threshold",
              f"should be 0 (every sampled client) or between 2 and `num-clients` ({self.num_clients})")
@@ -269,6 +272,13 @@ class RunConfig:
                 raise ConfigError(f"Unknown setting `{key}`; known settings: {known}.")
             kwargs[name] = _coerce(key, value, fields[name].type)
         return cls(**kwargs)
+
+    @property
+    def neighbour_weight(self) -> float:
+        """The on-device neighbours' weight in force (``personal-weight``, with -1 resolved)."""
+        if self.personal_weight == -1:
+            return AUTO_NEIGHBOUR_WEIGHT if self.dp == "distributed" else 0.0
+        return self.personal_weight
 
     def replace(self, **changes: Any) -> "RunConfig":
         """A copy with some fields changed (validated again)."""

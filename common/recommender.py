@@ -147,8 +147,8 @@ class Recommender:
         scores = np.concatenate(chunks) if chunks else np.zeros((0, len(self.catalogue)))
         if self.model.item_item is not None and len(users):
             self._add_item_item(scores, users, split)
-        if self.cfg.personal_weight > 0 and len(users):
-            scores += self.cfg.personal_weight * self.personal(split).scores([split.train.get(u, []) for u in users])
+        if self.cfg.neighbour_weight > 0 and len(users):
+            scores += self.cfg.neighbour_weight * self.personal(split).scores([split.train.get(u, []) for u in users])
         return scores
 
     def personal(self, split: Split) -> PersonalNeighbours:

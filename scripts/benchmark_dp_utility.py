@@ -34,7 +34,8 @@ DATA = ROOT.parent / "shared" / "data" / "amazon-musical-instruments-2014"
 OUT = ROOT / "benchmarks"
 SECTION = "DP utility (issues 4 and 11)"
 DP_RECIPE = ("dp-train", "dp-sample-rate", "dp-local-steps", "dp-learning-rate")  # how a DP row trained
-STRICT_ROW = "epsilon 8, strict devices"  # the default real-device policy: evaluation noised and charged
+STRICT_ROW = "epsilon 8, strict devices"
+NEIGHBOURS_ROW = "no DP + on-device neighbours"  # the no-DP checkpoints rescored (--neighbours)  # the default real-device policy: evaluation noised and charged
 log = logging.getLogger("benchmark")
 
 
@@ -112,6 +113,8 @@ def _order(name: str) -> tuple:
 def _recipe(run: dict, name: str) -> str:
     """How a row was trained."""
     r = run.get("recipe") or {}
+    if run.get("rescored-from"):
+        return f"plain; best checkpoint rescored with the on-device neighbours (weight {r['personal-weight']:g})"
     if name.startswith("no DP"):
         return "plain"
     steps = f"{r['dp-local-steps']} steps" if r.get("dp-local-steps") else "1 epoch"
@@ -132,6 +135,34 @@ def exact_test(cfg, run: Path) -> dict:
     return recommender.evaluate(data.eval_users(cfg, "test"), data.split, target="test")
 
 
+def rescore_with_neighbours(run: dict, weight: float) -> dict:
+    """Research only: a saved no-DP run's best checkpoint scored exactly on the test items with each
+    simulated device's on-device neighbours added (its partition's users play the device)."""
+    import numpy as np
+
+    from common.config import RunConfig
+    from common.metrics import summarise
+    from common.model import load_checkpoint, trainable_state
+    from common.recommender import Recommender
+    from common.run_data import RunData
+    from common.split import Split
+
+    folder = Path(run["run"])
+    cfg = RunConfig.from_mapping(json.loads((folder / "config.json").read_text())).replace(personal_weight=weight)
+    data = RunData.load(cfg)
+    recommender = Recommender(cfg, data.catalogue)
+    recommender.load_state(trainable_state(load_checkpoint(folder / "checkpoints" / "best", cfg,
+                                                           num_items=len(data.catalogue))))
+    ranks = []
+    for partition in range(cfg.num_clients):
+        users = data.client_users(cfg, partition)
+        device = Split(train={u: data.split.train[u] for u in users if u in data.split.train},
+                       test={u: data.split.test[u] for u in users if u in data.split.test})
+        ranks.extend(recommender.ranks(sorted(device.test), device, target="test"))
+    return {**run, "test": summarise(np.asarray(ranks), k=cfg.eval_k), "recipe": {**run["recipe"], "personal-weight": weight},
+            "note": None, "rescored-from": str(folder)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=10)
@@ -146,11 +177,19 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None,
                         help="run only these settings (e.g. 'no DP' 'epsilon 8'); keep the others' results")
     parser.add_argument("--render-only", action="store_true", help="rewrite results.md from the JSON")
+    parser.add_argument("--neighbours", type=float, default=0.0, metavar="WEIGHT",
+                        help="no training: rescore the saved no-DP runs' best checkpoints with the on-device "
+                             "neighbours at this `personal-weight` (each partition's own users as its device)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     path = OUT / "dp_utility.json"
-    if args.render_only:
-        replace_section(OUT / "results.md", SECTION, render(json.loads(path.read_text())))
+    if args.render_only or args.neighbours:
+        results = json.loads(path.read_text())
+        if args.neighbours:
+            results["runs"][f"no DP + on-device neighbours (weight {args.neighbours:g})"] = [
+                rescore_with_neighbours(r, args.neighbours) for r in results["runs"]["no DP"]]
+            path.write_text(json.dumps(results, indent=2))
+        replace_section(OUT / "results.md", SECTION, render(results))
         return
     from client.local_training import noise_for
     from client.policy import SIMULATED_DEVICE, PrivacyPolicy

@@ -82,7 +82,13 @@ def test_personalisation_reads_only_training_histories_and_sends_nothing(tiny_co
     assert set(recommender.state()) == set(Recommender(tiny_config, data.catalogue).state())
 
 
-@pytest.mark.parametrize("field, value", [("personal_weight", -1.0), ("personal_mix", 1.5)])
+def test_auto_weight_turns_the_neighbours_on_only_over_the_zero_shot_towers_of_distributed_dp():
+    assert RunConfig().personal_weight == -1 and RunConfig(dp="distributed").neighbour_weight == 4.0
+    assert RunConfig(dp="none").neighbour_weight == RunConfig(dp="central", num_clients=3).neighbour_weight == 0.0
+    assert RunConfig(dp="none", personal_weight=0.5).neighbour_weight == 0.5
+
+
+@pytest.mark.parametrize("field, value", [("personal_weight", -2.0), ("personal_mix", 1.5)])
 def test_when_personal_settings_are_out_of_range_then_config_error_names_the_field(field, value):
     with pytest.raises(ConfigError, match=field.replace("_", "[-_]")):
         RunConfig(**{field: value})
