@@ -26,7 +26,8 @@ BAD_RECORD_POLICIES = ("fail", "skip")
 EVALUATIONS = ("federated", "server")
 DP_MODES = ("none", "local", "central", "distributed")
 UPLOAD_DTYPES = ("float32", "float16")
-AUTO_NEIGHBOUR_WEIGHT = 4.0  # `personal-weight` -1 under distributed DP (benchmarks/results.md, issue 12)
+# `personal-weight` -1 (auto) per DP mode, as measured (benchmarks/results.md, issue 12); 0 where not measured.
+AUTO_NEIGHBOUR_WEIGHT = {"distributed": 4.0, "none": 0.5}
 DP_TRAIN = ("item-bias", "all")
 
 
@@ -103,8 +104,9 @@ class RunConfig:
                               "by their standard deviation over its own users.")
     personal_weight: float = _opt(-1.0, "On-device personalisation: weight of the item-neighbour scores each "
                                   "device fits on its own users' histories and never sends (see common/personal.py); "
-                                  "0 = off; -1 = auto: 4 with `dp` = 'distributed' (the zero-shot towers gain from "
-                                  "it), 0 otherwise (at 4 it hurts towers trained by FedAvg).")
+                                  "0 = off; -1 = auto, as measured: 4 with `dp` = 'distributed' (zero-shot towers), "
+                                  "0.5 with 'none' (FedAvg-trained towers), 0 with 'local' and 'central' (not "
+                                  "measured).")
     personal_mix: float = _opt(0.5, "On-device personalisation: the share of the public text similarity "
                                "of items in the neighbours (the rest: co-occurrence among the device's users).")
     secagg_threshold: int = _opt(0, "Distributed DP: SecAgg+ reconstruction threshold, the fewest clients "
@@ -277,7 +279,7 @@ class RunConfig:
     def neighbour_weight(self) -> float:
         """The on-device neighbours' weight in force (``personal-weight``, with -1 resolved)."""
         if self.personal_weight == -1:
-            return AUTO_NEIGHBOUR_WEIGHT if self.dp == "distributed" else 0.0
+            return AUTO_NEIGHBOUR_WEIGHT.get(self.dp, 0.0)
         return self.personal_weight
 
     def replace(self, **changes: Any) -> "RunConfig":

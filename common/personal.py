@@ -9,9 +9,8 @@ x_u @ S, where S mixes two item-item similarities (zero diagonal):
   fitted on the device; the histories stay on it).
 
 Each part is divided by its standard deviation over the scored users, mixed with ``personal-mix``
-(the text share), divided again and added with ``personal-weight`` (auto: 4 under distributed DP,
-where it gains on the zero-shot towers; off otherwise, since at that weight it hurts towers trained
-by FedAvg). S is never formed: both parts
+(the text share), divided again and added with ``personal-weight`` (auto, as measured: 4 over the
+zero-shot towers of distributed DP, 0.5 over towers trained by FedAvg without DP, where 4 hurts). S is never formed: both parts
 are products of thin factors (items x dimensions, device users x items), so memory grows with the
 catalogue, not with its square. Nothing here is exchanged, so it costs nothing against the
 server's view whatever the DP mode; the held-out items are never in the histories it reads. (With

@@ -82,10 +82,11 @@ def test_personalisation_reads_only_training_histories_and_sends_nothing(tiny_co
     assert set(recommender.state()) == set(Recommender(tiny_config, data.catalogue).state())
 
 
-def test_auto_weight_turns_the_neighbours_on_only_over_the_zero_shot_towers_of_distributed_dp():
+def test_auto_weight_is_the_measured_one_per_dp_mode_and_off_where_unmeasured():
     assert RunConfig().personal_weight == -1 and RunConfig(dp="distributed").neighbour_weight == 4.0
-    assert RunConfig(dp="none").neighbour_weight == RunConfig(dp="central", num_clients=3).neighbour_weight == 0.0
-    assert RunConfig(dp="none", personal_weight=0.5).neighbour_weight == 0.5
+    assert RunConfig(dp="none").neighbour_weight == 0.5
+    assert RunConfig(dp="central", num_clients=3).neighbour_weight == RunConfig(dp="local").neighbour_weight == 0.0
+    assert RunConfig(dp="none", personal_weight=2.0).neighbour_weight == 2.0
 
 
 @pytest.mark.parametrize("field, value", [("personal_weight", -2.0), ("personal_mix", 1.5)])
