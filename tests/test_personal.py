@@ -58,7 +58,7 @@ def test_when_the_devices_users_pair_two_items_then_a_user_with_one_gets_the_oth
     data = RunData.load(tiny_config)
     split, probe, paired = _split_where_two_items_always_go_together(data)
     column = data.catalogue.index[paired]
-    plain = Recommender(tiny_config.replace(personal_mix=0.0), data.catalogue)
+    plain = Recommender(tiny_config.replace(personal_weight=0.0), data.catalogue)
     personal = Recommender(tiny_config.replace(personal_weight=4.0, personal_mix=0.0), data.catalogue)
     personal.load_state(plain.state())
     users = split.users()[:20]
