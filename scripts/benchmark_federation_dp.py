@@ -70,7 +70,7 @@ def render(results: dict) -> str:
              "| upload bytes per client | release seconds (median) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, runs in results["runs"].items():
         ndcg = [r["test"]["ndcg@10"] for r in runs]
-        lines.append(f"| {name} | {', '.join(str(r['seed']) for r in runs)} | {runs[-1]['noise-multiplier']} | "
+        lines.append(f"| {name} | {', '.join(str(r['seed']) for r in runs)} | {runs[-1]['noise-multiplier'] or '-'} | "
                      f"{', '.join(str(r['best-round']) for r in runs)} | {_stat(ndcg)} | "
                      f"{_stat([r['test']['hr@10'] for r in runs])} | "
                      f"{_vs_popularity(runs)} | {runs[-1]['upload-bytes']:,.0f} | "
