@@ -181,7 +181,7 @@ class EgressGuard:
     def __call__(self, msg: Message, context: Context,
                  call_next: Callable[[Message, Context], Message]) -> Message:
         kind = msg.metadata.message_type
-        cfg, before, request = None, None, describe_request(msg)
+        cfg, before, request = None, None, _request_facts(msg)
         try:
             cfg = self.config or RunConfig.from_mapping(context.run_config)
             before = _epsilon_spent(cfg, context)
@@ -199,6 +199,14 @@ class EgressGuard:
             log.debug("details of the %s failure", kind, exc_info=True)
             reply = error_reply(msg, code)
         return _logged(msg, reply, cfg, context, request, before)
+
+
+def _request_facts(msg: Message) -> dict:
+    """The request's side of the transparency-log entry; a malformed request still gets one."""
+    try:
+        return describe_request(msg)
+    except Exception:  # noqa: BLE001 - the handler reports what is malformed
+        return {"run": 0, "round": 0, "message": str(msg.metadata.message_type)}
 
 
 def _epsilon_spent(cfg: RunConfig, context: Context) -> float | None:
