@@ -53,7 +53,9 @@ def render(results: dict) -> str:
                      f"{c['tpr@1%fpr']:.3f} | {r['exposure']['in']:.2f} / {r['exposure']['out']:.2f} | "
                      f"{r['lower-bound']['epsilon']:.3f} ({r['lower-bound']['correct']} of "
                      f"{r['lower-bound']['guesses']}) | {r['test-ndcg@10']:.4f} |")
-    lines += ["", "- TPR at 0.1% FPR needs at least 1,000 canaries out to mean anything; with fewer it is the TPR at "
+    lines += ["", "- Test NDCG@10 here counts the joined canaries' held-out items too (random items, which nobody can "
+                  "predict), so it is lower than in the utility tables.",
+              "- TPR at 0.1% FPR needs at least 1,000 canaries out to mean anything; with fewer it is the TPR at "
                   "zero false positives (in `audit.json`).",
               "- A lower bound above the claimed epsilon would be a bug in the accounting or the mechanism, never a "
               "result: `privrec audit` marks it as a failure."]
