@@ -131,6 +131,39 @@ def _privacy_line(summary: dict, cfg) -> str:
 
 
 @app.command()
+def recommend(
+    run_dir: Path = typer.Argument(..., help="The directory of a run (its config and checkpoints)."),
+    history: Optional[Path] = typer.Option(None, "--history", help="Reviews (JSON lines) of the person to "
+                                           "recommend for, e.g. their own; their items are not recommended back."),
+    text: Optional[str] = typer.Option(None, "--text", help="Or: what they like, in words (cold start)."),
+    k: int = typer.Option(10, "--k", help="How many items."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="'best' (on validation) or 'last'."),
+    as_json: bool = typer.Option(False, "--json", help="Print the items as JSON."),
+) -> None:
+    """Top-K items from a run's checkpoint, on this machine (no server, no network), for a review
+    history or a free-text description; items nobody reviewed are ranked from their metadata."""
+    setup_logging(False)
+    from dataclasses import asdict
+
+    from client.recommend import RecommendError, recommend as top_items
+
+    try:
+        items = top_items(run_dir, history=history, text=text, k=k, checkpoint=checkpoint)
+    except (*KNOWN_ERRORS, RecommendError) as err:
+        _fail(err)
+    if as_json:
+        typer.echo(json.dumps([asdict(i) for i in items], indent=2))
+        return
+    table = Table(title=f"Top {len(items)} from {run_dir} ({checkpoint} checkpoint)")
+    for column in ("rank", "item", "title", "category", "price", "score"):
+        table.add_column(column)
+    for i in items:
+        table.add_row(str(i.rank), i.item_id, i.title, i.category, "-" if i.price is None else f"{i.price:.2f}",
+                      f"{i.score:.3f}")
+    Console().print(table)
+
+
+@app.command()
 def audit(
     run_dir: Path = typer.Argument(..., help="The directory of a finished run."),
     device_reports: list[Path] = typer.Option(

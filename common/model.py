@@ -294,6 +294,10 @@ def load_checkpoint(directory: Path, cfg: RunConfig, *, num_items: int = 0) -> T
     with torch.no_grad():
         for name, tensor in _exchanged(model).items():
             if name in heads:
+                if tuple(heads[name].shape) != tuple(tensor.shape):
+                    raise ModelError(f"{directory}: tensor {name} has shape {tuple(heads[name].shape)}, this model "
+                                     f"expects {tuple(tensor.shape)}: the checkpoint was trained with another "
+                                     "catalogue or settings; pass the run's own items file and config")
                 tensor.copy_(heads[name])
     return model
 

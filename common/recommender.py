@@ -151,6 +151,16 @@ class Recommender:
             scores += self.cfg.neighbour_weight * self.personal(split).scores([split.train.get(u, []) for u in users])
         return scores
 
+    @torch.no_grad()
+    def text_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """[texts, items] scores of free-text profiles (cold start: no history, so no item-item or
+        neighbour part)."""
+        self.model.eval()
+        batch = self.tokenizer(list(texts), truncation=True, max_length=self.cfg.max_profile_tokens,
+                               padding=True, return_tensors="pt")
+        users = self.model.encode_users(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+        return self.model.scores(users, self.model.encode_items(self.items.pooled)).cpu().numpy()
+
     def personal(self, split: Split) -> PersonalNeighbours:
         """The on-device item neighbours of ``split``'s users (the device's own; fitted once per split)."""
         if self._personal is None or self._personal[0] is not split:

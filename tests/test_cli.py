@@ -8,7 +8,7 @@ from common.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("args", [[], ["simulate"], ["audit"], ["baselines"], ["config"], ["data"], ["data", "check"],
+@pytest.mark.parametrize("args", [[], ["simulate"], ["recommend"], ["audit"], ["baselines"], ["config"], ["data"], ["data", "check"],
                                   ["client"], ["client", "prepare"], ["client", "inspect"], ["client", "audit"], ["client", "policy"],
                                   ["client", "change-passphrase"], ["client", "new-key"]])
 def test_when_help_asked_then_every_command_explains_itself(args):
