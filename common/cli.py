@@ -107,14 +107,25 @@ def simulate(
     except (*KNOWN_ERRORS, PolicyError) as err:
         _fail(err)
     summary = json.loads((path / "summary.json").read_text())
-    table = Table(title=f"Test metrics (best round {summary['best-round']})")
+    table = Table(title=f"Test metrics (best round {summary['best-round']}), beside popularity on the same split")
     shown = {k: v for k, v in summary["test"].items() if k.startswith(("hr@", "ndcg@", "mrr", "num-users"))}
+    table.add_column("model")
     for key in shown:
         table.add_column(key)
-    table.add_row(*(f"{v:.4f}" if isinstance(v, float) and v < 1.5 else f"{v:g}" for v in shown.values()))
+    table.add_row("PrivRec", *(f"{v:.4f}" if isinstance(v, float) and v < 1.5 else f"{v:g}" for v in shown.values()))
+    popularity = _popularity(cfg)  # what any server gets without anyone's data: did training help?
+    table.add_row("popularity", *(f"{popularity[k]:.4f}" if k in popularity else "" for k in shown))
     Console().print(table)
     Console().print(_privacy_line(summary, cfg))
     Console().print(f"run directory: {path}")
+
+
+def _popularity(cfg) -> dict[str, float]:
+    """Test metrics of the popularity ranking on the run's own split (the simulator holds the data)."""
+    from common.baselines import popularity
+    from common.run_data import RunData
+
+    return popularity(RunData.load(cfg), k=cfg.eval_k)
 
 
 def _privacy_line(summary: dict, cfg) -> str:

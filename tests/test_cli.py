@@ -91,3 +91,25 @@ def test_when_baselines_run_then_popularity_and_ease_are_printed():
     result = runner.invoke(app, ["baselines"])
     assert result.exit_code == 0, result.output
     assert "popularity" in result.output and "EASE" in result.output
+
+
+def test_when_a_simulation_finishes_then_popularity_is_printed_beside_the_model(tmp_path, monkeypatch):
+    """The main job's table: the model's test metrics and popularity's on the same split."""
+    import json
+
+    import server.simulation
+    from common.baselines import popularity
+    from common.config import RunConfig
+    from common.run_data import RunData
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"best-round": 1, "federation-epsilon": 8.0, "test": {
+        "hr@10": 0.5, "ndcg@10": 0.25, "mrr": 0.2, "num-users": 300.0}}))
+    monkeypatch.setattr(server.simulation, "simulate", lambda cfg, **kwargs: run)
+    result = runner.invoke(app, ["simulate"])
+    assert result.exit_code == 0, result.output
+    expected = popularity(RunData.load(RunConfig()), k=10)
+    row = next(line for line in result.stdout.splitlines() if "popularity" in line and "0." in line)
+    assert f"{expected['ndcg@10']:.4f}" in row and f"{expected['hr@10']:.4f}" in row
+    assert "PrivRec" in result.stdout and "0.2500" in result.stdout
