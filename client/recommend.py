@@ -39,7 +39,6 @@ def recommend(run_dir: Path, *, history: Path | None = None, text: str | None = 
               checkpoint: str = "best") -> list[Recommendation]:
     """The top ``k`` catalogue items for ``history`` (reviews file) or ``text`` (a description)."""
     from common.data import load_dataset
-    from common.model import load_checkpoint, trainable_state
     from common.recommender import Recommender
     from common.run_data import load_catalogue
 
@@ -58,8 +57,7 @@ def recommend(run_dir: Path, *, history: Path | None = None, text: str | None = 
         if not reviews:
             raise RecommendError(f"{history} holds no reviews; give at least one, or use --text")
     recommender = Recommender(cfg, catalogue)
-    recommender.load_state(trainable_state(load_checkpoint(run_dir / "checkpoints" / checkpoint, cfg,
-                                                           num_items=len(catalogue))))
+    recommender.load_checkpoint(run_dir / "checkpoints" / checkpoint)
     if text is not None:
         scores, seen = recommender.text_scores([text.strip()])[0], set()
     else:

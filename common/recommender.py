@@ -11,6 +11,7 @@ import logging
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -20,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from common.catalogue import Catalogue
 from common.config import RunConfig
 from common.metrics import summarise, target_rank
-from common.model import (ItemVectors, TwoTowerRecommender, build_model, load_tokenizer,
+from common.model import (ItemVectors, TwoTowerRecommender, build_model, load_checkpoint, load_tokenizer,
                           load_trainable_state, pool_catalogue, resolve_device, trainable_state)
 from common.personal import PersonalNeighbours
 from common.schema import Review
@@ -77,6 +78,10 @@ class Recommender:
     def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
         """Replace the trainable tensors; refuses wrong names, shapes or non-finite values."""
         load_trainable_state(self.model, state)
+
+    def load_checkpoint(self, directory: Path) -> None:
+        """Replace the trainable tensors with a saved checkpoint's (``checkpoints/best`` or ``last``)."""
+        self.load_state(trainable_state(load_checkpoint(directory, self.cfg, num_items=len(self.catalogue))))
 
     # ----- training ---------------------------------------------------------------------------
     def train(self, users: Sequence[str], split: Split, *, rng: random.Random,
@@ -156,10 +161,7 @@ class Recommender:
         """[texts, items] scores of free-text profiles (cold start: no history, so no item-item or
         neighbour part)."""
         self.model.eval()
-        batch = self.tokenizer(list(texts), truncation=True, max_length=self.cfg.max_profile_tokens,
-                               padding=True, return_tensors="pt")
-        users = self.model.encode_users(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
-        return self.model.scores(users, self.model.encode_items(self.items.pooled)).cpu().numpy()
+        return self.model.scores(self._encode_texts(list(texts)), self.model.encode_items(self.items.pooled)).cpu().numpy()
 
     def personal(self, split: Split) -> PersonalNeighbours:
         """The on-device item neighbours of ``split``'s users (the device's own; fitted once per split)."""
@@ -196,8 +198,6 @@ class Recommender:
     def _encode(self, profiles: list[list[Review]]) -> torch.Tensor:
         """User vectors from profile reviews: their text, and their items if ``history-embeddings``."""
         texts = [profile_text(p, self.catalogue.items, style=self.cfg.profile_style) for p in profiles]
-        batch = self.tokenizer(texts, truncation=True, max_length=self.cfg.max_profile_tokens,
-                               padding=True, return_tensors="pt")
         history = None
         if self.cfg.history_embeddings:
             rows = [self.catalogue.rows(r.item_id for r in p) for p in profiles]
@@ -205,6 +205,12 @@ class Recommender:
             for i, r in enumerate(rows):
                 history[i, :len(r)] = torch.tensor(r, dtype=torch.long)
             history = history.to(self.device)
+        return self._encode_texts(texts, history)
+
+    def _encode_texts(self, texts: list[str], history: torch.Tensor | None = None) -> torch.Tensor:
+        """User vectors from profile texts (within the token budget) and optional history rows."""
+        batch = self.tokenizer(texts, truncation=True, max_length=self.cfg.max_profile_tokens,
+                               padding=True, return_tensors="pt")
         return self.model.encode_users(batch["input_ids"].to(self.device),
                                        batch["attention_mask"].to(self.device), history)
 

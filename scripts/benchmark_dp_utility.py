@@ -124,14 +124,12 @@ def _recipe(run: dict, name: str) -> str:
 def exact_test(cfg, run: Path) -> dict:
     """Research only: the benchmark reads the review file itself and scores the run's best
     checkpoint exactly, where the devices' own (noised) test replies are only an estimate."""
-    from common.model import load_checkpoint, trainable_state
     from common.recommender import Recommender
     from common.run_data import RunData
 
     data = RunData.load(cfg)
     recommender = Recommender(cfg, data.catalogue)
-    best = load_checkpoint(run / "checkpoints" / "best", cfg, num_items=len(data.catalogue))
-    recommender.load_state(trainable_state(best))
+    recommender.load_checkpoint(run / "checkpoints" / "best")
     return recommender.evaluate(data.eval_users(cfg, "test"), data.split, target="test")
 
 
@@ -139,17 +137,15 @@ def rescore_with_neighbours(run: dict, weight: float) -> dict:
     """Research only: a saved no-DP run's best checkpoint scored exactly on the test items with each
     simulated device's on-device neighbours added (its partition's users play the device)."""
     from common.config import RunConfig
-    from common.model import load_checkpoint, trainable_state
 
     folder = Path(run["run"])
     cfg = RunConfig.from_mapping(json.loads((folder / "config.json").read_text())).replace(personal_weight=weight)
-    state = trainable_state(load_checkpoint(folder / "checkpoints" / "best", cfg, num_items=_catalogue_size(cfg)))
-    return {**run, "test": device_test(cfg, state), "recipe": {**run["recipe"], "personal-weight": weight},
+    return {**run, "test": device_test(cfg, folder / "checkpoints" / "best"), "recipe": {**run["recipe"], "personal-weight": weight},
             "note": None, "rescored-from": str(folder)}
 
 
-def device_test(cfg, state: dict | None = None) -> dict:
-    """Research only: test metrics of ``state`` (default: the seeded initial model) over every
+def device_test(cfg, checkpoint: Path | None = None) -> dict:
+    """Research only: test metrics of ``checkpoint`` (default: the seeded initial model) over every
     user, each partition's users ranked as their device would (its own neighbours included)."""
     import numpy as np
 
@@ -160,8 +156,8 @@ def device_test(cfg, state: dict | None = None) -> dict:
 
     data = RunData.load(cfg)
     recommender = Recommender(cfg, data.catalogue)
-    if state is not None:
-        recommender.load_state(state)
+    if checkpoint is not None:
+        recommender.load_checkpoint(checkpoint)
     ranks = []
     for partition in range(cfg.num_clients):
         users = data.client_users(cfg, partition)
@@ -169,12 +165,6 @@ def device_test(cfg, state: dict | None = None) -> dict:
                        test={u: data.split.test[u] for u in users if u in data.split.test})
         ranks.extend(recommender.ranks(sorted(device.test), device, target="test"))
     return summarise(np.asarray(ranks), k=cfg.eval_k)
-
-
-def _catalogue_size(cfg) -> int:
-    from common.run_data import load_catalogue
-
-    return len(load_catalogue(cfg))
 
 
 def main() -> None:

@@ -48,7 +48,6 @@ def canary_attack(run_dir: Path, cfg: RunConfig, canaries: list[Canary], claimed
 
 def canary_scores(run_dir: Path, cfg: RunConfig, canaries: list[Canary]) -> dict[str, np.ndarray]:
     """Per canary: the final model's score of its training items, minus the zero-shot model's, and exposure."""
-    from common.model import load_checkpoint, trainable_state
     from common.recommender import Recommender
     from common.run_data import load_catalogue
     from common.split import Split, leave_last_out
@@ -57,8 +56,7 @@ def canary_scores(run_dir: Path, cfg: RunConfig, canaries: list[Canary]) -> dict
     catalogue = load_catalogue(cfg)
     reference = Recommender(cfg, catalogue)  # the seeded initial state: the public zero-shot model
     final = Recommender(cfg, catalogue)
-    final.load_state(trainable_state(load_checkpoint(run_dir / "checkpoints" / "last", cfg,
-                                                     num_items=len(catalogue))))
+    final.load_checkpoint(run_dir / "checkpoints" / "last")
     reviews = [r for c in canaries for r in c.reviews()]
     split = leave_last_out(reviews)
     users = [c.user_id for c in canaries]
