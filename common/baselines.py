@@ -34,6 +34,22 @@ def popularity_scores(split: Split, catalogue: Catalogue) -> np.ndarray:
     return counts - np.arange(len(catalogue)) * 1e-9
 
 
+def recent_popularity_scores(split: Split, catalogue: Catalogue, recent: int) -> np.ndarray:
+    """Popularity over each user's ``recent`` latest training items (what is popular now; the
+    statistic the federation releases under distributed DP, here exact); ties by item id."""
+    counts = catalogue.interactions([split.train.get(u, [])[-recent:] for u in split.users()]).sum(0)
+    return counts - np.arange(len(catalogue)) * 1e-9
+
+
+def item_knn_weights(interactions: np.ndarray) -> np.ndarray:
+    """Item-kNN over all neighbours: the cosine of items' user vectors, zero diagonal."""
+    gram = interactions.T @ interactions
+    norm = np.sqrt(np.maximum(np.diag(gram), 1.0))
+    weights = gram / norm[:, None] / norm[None, :]
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
+
 def ease_weights(interactions: np.ndarray, lam: float) -> np.ndarray:
     """EASE item-item weights (Steck, WWW 2019) of a [users, items] 0/1 matrix."""
     return ease_from_gram(interactions.T @ interactions, lam)

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,6 +37,12 @@ CONFIG_HELP = "TOML file with run settings (top level or a tool.flwr.app.config 
 def setup_logging(verbose: bool) -> None:
     """Rich log lines on stderr for PrivRec's loggers (debug with ``verbose``)."""
     handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars
+    if "transformers" in sys.modules:  # imported already: its bars read the variable at import
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")  # deprecations
     logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # per-recogniser chatter
     for name in ("privrec", "common", "server", "client", "benchmark"):
         logger = logging.getLogger(name)
@@ -144,23 +151,42 @@ def _privacy_line(summary: dict, cfg) -> str:
 @app.command()
 def recommend(
     run_dir: Path = typer.Argument(..., help="The directory of a run (its config and checkpoints)."),
-    history: Optional[Path] = typer.Option(None, "--history", help="Reviews (JSON lines) of the person to "
+    user: Optional[str] = typer.Option(None, "--user", help="A user of the local store --store, by the id the "
+                                       "store was prepared from (or its pseudonym)."),
+    store: Optional[Path] = typer.Option(None, "--store", help="The device's encrypted local store (with --user)."),
+    passphrase_file: Optional[str] = client_cli.PASS_FILE,
+    passphrase_env: Optional[str] = client_cli.PASS_ENV,
+    key_file: Optional[str] = client_cli.KEY_FILE,
+    history: Optional[Path] = typer.Option(None, "--history", help="Or: reviews (JSON lines) of the person to "
                                            "recommend for, e.g. their own; their items are not recommended back."),
     text: Optional[str] = typer.Option(None, "--text", help="Or: what they like, in words (cold start)."),
     k: int = typer.Option(10, "--k", help="How many items."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="'best' (on validation) or 'last'."),
-    as_json: bool = typer.Option(False, "--json", help="Print the items as JSON."),
+    explain: bool = typer.Option(False, "--explain", help="Say why each item is there: the score's parts, your "
+                                 "sentences and the attributes that match it, your item most like it."),
+    as_json: bool = typer.Option(False, "--json", help="Print the items (and explanations) as JSON."),
 ) -> None:
-    """Top-K items from a run's checkpoint, on this machine (no server, no network), for a review
-    history or a free-text description; items nobody reviewed are ranked from their metadata."""
+    """Top-K items from a run's checkpoint, on this machine (no server, no network), for a user of the
+    local store, a review history or a free-text description; items nobody reviewed are ranked from
+    their metadata."""
     setup_logging(False)
     from dataclasses import asdict
 
-    from client.recommend import RecommendError, recommend as top_items
+    from client.recommend import RecommendError, recommend as top_items, store_history
+    from client.secrets import resolve_secret
+    from client.store import LocalStore
 
     try:
-        items = top_items(run_dir, history=history, text=text, k=k, checkpoint=checkpoint)
-    except (*KNOWN_ERRORS, RecommendError) as err:
+        reviews = None
+        if (user is None) != (store is None):
+            raise RecommendError("--user and --store go together: the user is one of the store's")
+        if store is not None:
+            secret = resolve_secret(passphrase_file=passphrase_file, passphrase_env=passphrase_env,
+                                    key_file=key_file, prompt=True)
+            reviews = store_history(LocalStore.open(store, secret), user)
+        items = top_items(run_dir, history=history, text=text, reviews=reviews, k=k, checkpoint=checkpoint,
+                          explain=explain)
+    except (*KNOWN_ERRORS, *client_cli.ERRORS) as err:
         _fail(err)
     if as_json:
         typer.echo(json.dumps([asdict(i) for i in items], indent=2))
@@ -172,6 +198,21 @@ def recommend(
         table.add_row(str(i.rank), i.item_id, i.title, i.category, "-" if i.price is None else f"{i.price:.2f}",
                       f"{i.score:.3f}")
     Console().print(table)
+    for i in items if explain else ():
+        console.print(f"[bold]{i.rank}. {i.title}[/]", highlight=False)
+        for line in explanation_lines(i.why):
+            console.print(f"   {line}", highlight=False, markup=False)
+
+
+def explanation_lines(why) -> list[str]:
+    """An explanation as lines for people: the parts, the sentences, the attributes, the like."""
+    parts = ", ".join(f"{name} {value:+.2f}" for name, value in sorted(why.parts.items(), key=lambda p: -abs(p[1])))
+    lines = [f"score parts: {parts}"]
+    lines += [f'your words: "{sentence}" (match {similarity:.2f})' for sentence, similarity in why.sentences]
+    lines += [f"matches your {attribute}" for attribute in why.attributes]
+    if why.like:
+        lines.append(f"like your: {why.like}")
+    return lines
 
 
 @app.command()

@@ -109,6 +109,12 @@ class RunConfig:
                                   "measured).")
     personal_mix: float = _opt(0.5, "On-device personalisation: the share of the public text similarity "
                                "of items in the neighbours (the rest: co-occurrence among the device's users).")
+    attribute_weight: float = _opt(0.0, "Fusion: weight of the user's category, brand and price-band "
+                                   "preferences from their own history, computed on the device (common/fusion.py); "
+                                   "0 = off.")
+    low_rating_weight: float = _opt(1.0, "Fusion: what a review of 2 stars or fewer counts in a user's history "
+                                    "(1 = as any review, 0 = nothing, negative = pushes similar items down); at 0 "
+                                    "or below such reviews also leave the profile text.")
     secagg_threshold: int = _opt(0, "Distributed DP: SecAgg+ reconstruction threshold, the fewest clients "
                                  "whose shares a release needs; 0 = every sampled client. Each device's noise "
                                  "share assumes only this many (less `dp-colluders`) are in the sum.")
@@ -214,6 +220,8 @@ class RunConfig:
         need(self.personal_weight >= 0 or self.personal_weight == -1, "personal_weight",
              "should be -1 (auto), 0 (off) or positive")
         need(0.0 <= self.personal_mix <= 1.0, "personal_mix", "should be in [0, 1]")
+        need(self.attribute_weight >= 0, "attribute_weight", "should be zero (off) or positive")
+        need(-1.0 <= self.low_rating_weight <= 1.0, "low_rating_weight", "should be in [-1, 1]")
         need(self.secagg_threshold == 0 or 2 <= self.secagg_threshold <= self.num_clients, "secagg_threshold",
              f"should be 0 (every sampled client) or between 2 and `num-clients` ({self.num_clients})")
         need(0 <= self.dp_colluders < max(self.secagg_threshold or self.num_clients, 1), "dp_colluders",

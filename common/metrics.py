@@ -49,3 +49,14 @@ def summarise(ranks: np.ndarray | list[int], *, k: int) -> dict[str, float]:
     if ranks.size == 0:
         raise ValueError("no ranks to summarise: the evaluation set is empty.")
     return {name: total / ranks.size for name, total in metric_sums(ranks, k=k).items()}
+
+
+def relevant_set_metrics(scores: np.ndarray, relevant: list[int], exclude: list[int], *, k: int) -> dict[str, float]:
+    """HR@k (any relevant item in the top k) and NDCG@k (binary relevance, ideal = all relevant
+    first) of one user with several held-out items, ``exclude`` left out of the ranking."""
+    scores = np.array(scores, dtype=np.float64)
+    scores[np.asarray(exclude, dtype=int)] = -np.inf
+    top = np.argsort(-scores, kind="stable")[:k]
+    gains = np.isin(top, relevant) / np.log2(np.arange(2, len(top) + 2))
+    ideal = (1.0 / np.log2(np.arange(2, min(k, len(relevant)) + 2))).sum()
+    return {f"{HIT_RATE}@{k}": float(gains.any()), f"{NDCG}@{k}": float(gains.sum() / ideal) if ideal else 0.0}

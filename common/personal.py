@@ -20,18 +20,12 @@ Measured by ``scripts/explore_personal.py`` and ``scripts/benchmark_federation_d
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import torch
 
 from common.catalogue import Catalogue
+from common.fusion import unit
 from common.schema import Review
-
-
-def _unit(scores: np.ndarray) -> np.ndarray:
-    scale = float(scores.std())
-    return scores / scale if scale > 0 else np.zeros_like(scores)
 
 
 class TextNeighbours:
@@ -68,7 +62,6 @@ class PersonalNeighbours:
             (1.0 - mix, lambda: CooccurrenceNeighbours(catalogue.interactions(list(train.values())))))
             if share > 0]
 
-    def scores(self, histories: Sequence[Sequence[Review]]) -> np.ndarray:
-        """[users, items] neighbour scores of these histories, unit standard deviation."""
-        x = self.catalogue.interactions(histories)
-        return _unit(sum(share * _unit(part(x)) for share, part in self.parts))
+    def scores(self, history: np.ndarray) -> np.ndarray:
+        """[users, items] neighbour scores of [users, items] (weighted) histories, unit standard deviation."""
+        return unit(sum(share * unit(part(history)) for share, part in self.parts))

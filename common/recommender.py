@@ -7,6 +7,7 @@ A user's whole contribution stays inside one example, the natural unit for user-
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -20,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from common.catalogue import Catalogue
 from common.config import RunConfig
+from common.fusion import AttributePreferences, history_matrix, profile_reviews, unit
 from common.metrics import summarise, target_rank
 from common.model import (ItemVectors, TwoTowerRecommender, build_model, load_checkpoint, load_tokenizer,
                           load_trainable_state, pool_catalogue, resolve_device, trainable_state)
@@ -142,26 +144,47 @@ class Recommender:
     # ----- ranking ----------------------------------------------------------------------------
     @torch.no_grad()
     def scores(self, users: Sequence[str], split: Split, batch_size: int = 64) -> np.ndarray:
-        """[users, items] scores from each user's full training profile."""
-        self.model.eval()
-        items = self.model.encode_items(self.items.pooled)
-        chunks = []
-        for start in range(0, len(users), batch_size):
-            profiles = [split.train.get(u, []) for u in users[start:start + batch_size]]
-            chunks.append(self.model.scores(self._encode(profiles), items).cpu().numpy())
-        scores = np.concatenate(chunks) if chunks else np.zeros((0, len(self.catalogue)))
-        if self.model.item_item is not None and len(users):
-            self._add_item_item(scores, users, split)
-        if self.cfg.neighbour_weight > 0 and len(users):
-            scores += self.cfg.neighbour_weight * self.personal(split).scores([split.train.get(u, []) for u in users])
-        return scores
+        """[users, items] scores from each user's full training profile: the sum of :meth:`score_parts`."""
+        return sum(self.score_parts(users, split, batch_size).values())
 
     @torch.no_grad()
-    def text_scores(self, texts: Sequence[str]) -> np.ndarray:
-        """[texts, items] scores of free-text profiles (cold start: no history, so no item-item or
-        neighbour part)."""
+    def score_parts(self, users: Sequence[str], split: Split, batch_size: int = 64) -> dict[str, np.ndarray]:
+        """Each personalisation dimension's weighted [users, items] part (see ``common/fusion.py``);
+        the parts that are off are left out, the text part is always there."""
         self.model.eval()
-        return self.model.scores(self._encode_texts(list(texts)), self.model.encode_items(self.items.pooled)).cpu().numpy()
+        cfg = self.cfg
+        histories = [split.train.get(u, []) for u in users]
+        items = self.model.encode_items(self.items.pooled)
+        chunks = [(self._encode([profile_reviews(h, cfg.low_rating_weight) for h in histories[start:start + batch_size]])
+                   @ items.T / self.model.temperature).cpu().numpy()
+                  for start in range(0, len(users), batch_size)]
+        parts = self._with_prior(np.concatenate(chunks) if chunks else np.zeros((0, len(self.catalogue))))
+        if not len(users):
+            return parts
+        history = history_matrix(self.catalogue, histories, cfg.low_rating_weight)
+        if self.model.item_item is not None:
+            parts["item-item"] = self._item_item(history)
+        if cfg.neighbour_weight > 0:
+            parts["neighbours"] = cfg.neighbour_weight * self.personal(split).scores(history)
+        if cfg.attribute_weight > 0:
+            parts["attributes"] = cfg.attribute_weight * self.attributes.scores(history)
+        return parts
+
+    @torch.no_grad()
+    def text_parts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """The [texts, items] score parts of free-text profiles (cold start: no history, so only the
+        text and prior parts)."""
+        self.model.eval()
+        text = (self._encode_texts(list(texts)) @ self.model.encode_items(self.items.pooled).T
+                / self.model.temperature).cpu().numpy()
+        return self._with_prior(text)
+
+    def _with_prior(self, text: np.ndarray) -> dict[str, np.ndarray]:
+        """The text part and, where the model has item offsets, the prior part beside it."""
+        parts = {"text": text}
+        if self.model.item_bias is not None:
+            parts["prior"] = np.broadcast_to(self.model.item_bias.weight.detach().cpu().numpy(), text.shape)
+        return parts
 
     def personal(self, split: Split) -> PersonalNeighbours:
         """The on-device item neighbours of ``split``'s users (the device's own; fitted once per split)."""
@@ -170,17 +193,20 @@ class Recommender:
                                                         mix=self.cfg.personal_mix))
         return self._personal[1]
 
-    def _add_item_item(self, scores: np.ndarray, users: Sequence[str], split: Split) -> None:
-        """Add ``ease-weight`` x the released item-item scores of the users' own histories on the
-        head items, divided by their standard deviation over these users (on the device: the
+    @functools.cached_property
+    def attributes(self) -> AttributePreferences:
+        """The catalogue's category, brand and price-band facets (public metadata)."""
+        return AttributePreferences(self.catalogue)
+
+    def _item_item(self, history: np.ndarray) -> np.ndarray:
+        """``ease-weight`` x the released item-item scores of the users' own (weighted) histories on
+        the head items, divided by their standard deviation over these users (on the device: the
         histories and this scale never leave it)."""
-        history = torch.as_tensor(self.catalogue.interactions([split.train.get(u, []) for u in users]),
-                                  dtype=torch.float32, device=self.model.item_item.weight.device)
-        extra = self.model.item_item(history).cpu().numpy()
-        scale = float(extra.std())
-        if scale > 0:
-            head = self.model.item_item.rows.long().cpu().numpy()
-            scores[:, head] += self.cfg.ease_weight * extra / scale
+        layer = self.model.item_item
+        extra = layer(torch.as_tensor(history, dtype=torch.float32, device=layer.weight.device)).cpu().numpy()
+        scores = np.zeros_like(history)
+        scores[:, layer.rows.long().cpu().numpy()] = self.cfg.ease_weight * unit(extra)
+        return scores
 
     def evaluate(self, users: Sequence[str], split: Split, *, target: str = "valid") -> dict[str, float]:
         """HR@K, NDCG@K and MRR on the users' validation or test item over the whole catalogue."""

@@ -65,7 +65,7 @@ def test_when_the_devices_users_pair_two_items_then_a_user_with_one_gets_the_oth
     row = users.index(probe)
     before, after = plain.scores(users, split), personal.scores(users, split)
     assert np.argsort(-after[row]).tolist().index(column) < np.argsort(-before[row]).tolist().index(column)
-    neighbours = personal.personal(split).scores([split.train[probe]])[0]
+    neighbours = personal.personal(split).scores(data.catalogue.interactions([split.train[probe]]))[0]
     assert neighbours[column] == neighbours.max()
 
 
