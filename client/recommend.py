@@ -37,6 +37,7 @@ class Recommendation:
     category: str
     price: float | None
     score: float
+    stars: float | None = None  # predicted rating (released item offsets on the user's own mean)
     why: Explanation | None = None
 
 
@@ -70,6 +71,7 @@ def recommend(run_dir: Path, *, history: Path | None = None, text: str | None = 
     else:
         parts = {name: part[0] for name, part in recommender.score_parts([YOU], Split(train={YOU: reviews})).items()}
     scores = sum(parts.values())
+    stars = recommender.predicted_stars(reviews)
     seen = {r.item_id for r in reviews}
     order = [row for row in np.argsort(-scores, kind="stable") if catalogue.ids[row] not in seen][:k]
     whys = (explain_items(recommender, order, parts, reviews=reviews, text=text or "") if explain
@@ -77,7 +79,8 @@ def recommend(run_dir: Path, *, history: Path | None = None, text: str | None = 
     items = catalogue.items
     return [Recommendation(rank=n + 1, item_id=catalogue.ids[row], title=items[catalogue.ids[row]].title,
                            category=", ".join(items[catalogue.ids[row]].categories),
-                           price=items[catalogue.ids[row]].price, score=float(scores[row]), why=why)
+                           price=items[catalogue.ids[row]].price, score=float(scores[row]),
+                           stars=None if stars is None else round(float(stars[row]), 2), why=why)
             for n, (row, why) in enumerate(zip(order, whys, strict=True))]
 
 

@@ -1,9 +1,9 @@
 """Distributed DP on the device: this client's share of a release summed over the federation.
 
 With ``dp`` = 'distributed' the run's training is a release of item statistics through
-Flower's SecAgg+ (``secaggplus_mod``): the users' recent item counts, and optionally the head
-items' Gram matrix (``release-head-items``; sensitivity sqrt(k (k + 1) / 2)). For the counts,
-every device
+Flower's SecAgg+ (``secaggplus_mod``): the users' recent item counts (with ``release-ratings`` also
+their rating sums, see ``common/ratings.py``: sensitivity sqrt(2k)), and optionally the head items'
+Gram matrix (``release-head-items``; sensitivity sqrt(k (k + 1) / 2)). For the counts, every device
 
 1. clips each of its users to their ``release-recent-items`` most recent training items (a 0/1
    vector over the catalogue, L2 norm at most sqrt(k): the user-level sensitivity),
@@ -48,20 +48,29 @@ from client.policy import PolicyRefusal, PrivacyPolicy
 from common import records
 from common.config import RunConfig
 from common.federation_dp import release_plan
+from common.model import releases_ratings
+from common.ratings import rating_value
 
 log = logging.getLogger(__name__)
 
 FITINS_CONFIG = "fitins.config"  # where Flower's legacy fit instruction keeps its config
 
 
-def item_counts(data: ClientData, recent: int) -> np.ndarray:
-    """Sum over this client's users of the 0/1 vector of their ``recent`` latest training items."""
-    counts = np.zeros(len(data.catalogue), dtype=np.float64)
+def item_counts(data: ClientData, recent: int, ratings: bool = False) -> np.ndarray:
+    """Sum over this client's users of the 0/1 vector of their ``recent`` latest training items and,
+    with ``ratings``, after it the sum of those items' rating values ((stars - 3) / 2, in [-1, 1])."""
+    size = len(data.catalogue)
+    values = np.zeros(2 * size if ratings else size, dtype=np.float64)
     for user in data.users:
-        reviews = data.split.train.get(user, [])[-recent:]  # train reviews are in time order
-        rows = np.unique(np.asarray(data.catalogue.rows(r.item_id for r in reviews), dtype=np.int64))
-        counts[rows] += 1.0
-    return counts
+        latest = {}  # row -> rating value of the user's latest review of it
+        for review in data.split.train.get(user, [])[-recent:]:  # train reviews are in time order
+            if review.item_id in data.catalogue.index:
+                latest[data.catalogue.index[review.item_id]] = rating_value(review.rating)
+        rows = np.fromiter(latest, dtype=np.int64, count=len(latest))
+        values[rows] += 1.0
+        if ratings:
+            values[size + rows] += np.fromiter(latest.values(), dtype=np.float64, count=len(latest))
+    return values
 
 
 def head_gram(data: ClientData, head: list[int], recent: int) -> np.ndarray:
@@ -79,8 +88,8 @@ def head_gram(data: ClientData, head: list[int], recent: int) -> np.ndarray:
 
 def sensitivity(statistic: str, cfg: RunConfig) -> float:
     """L2 bound of one user's contribution to ``statistic``."""
-    if statistic == records.RELEASE_ITEM_COUNTS:
-        return math.sqrt(cfg.release_recent_items)
+    if statistic == records.RELEASE_ITEM_COUNTS:  # a 1 and a value in [-1, 1] per item with ratings
+        return math.sqrt((2 if releases_ratings(cfg) else 1) * cfg.release_recent_items)
     k = cfg.release_head_recent
     return math.sqrt(k * (k + 1) / 2)
 
@@ -119,7 +128,7 @@ def contribute(msg: Message, context: Context, cfg: RunConfig) -> Message:
             raise BadRequest("the run already released this statistic")  # no second look at it
         ledger.check(device.policy, [(sigma, 1.0, 1)])
         if statistic == records.RELEASE_ITEM_COUNTS:
-            values = item_counts(data, cfg.release_recent_items)
+            values = item_counts(data, cfg.release_recent_items, releases_ratings(cfg))
         else:
             values = head_gram(data, _head(config, len(data.catalogue), cfg.release_head_items),
                                cfg.release_head_recent)

@@ -192,11 +192,11 @@ def recommend(
         typer.echo(json.dumps([asdict(i) for i in items], indent=2))
         return
     table = Table(title=f"Top {len(items)} from {run_dir} ({checkpoint} checkpoint)")
-    for column in ("rank", "item", "title", "category", "price", "score"):
+    for column in ("rank", "item", "title", "category", "price", "score", "stars"):
         table.add_column(column)
     for i in items:
         table.add_row(str(i.rank), i.item_id, i.title, i.category, "-" if i.price is None else f"{i.price:.2f}",
-                      f"{i.score:.3f}")
+                      f"{i.score:.3f}", "-" if i.stars is None else f"{i.stars:.1f}")
     Console().print(table)
     for i in items if explain else ():
         console.print(f"[bold]{i.rank}. {i.title}[/]", highlight=False)

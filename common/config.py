@@ -91,6 +91,13 @@ class RunConfig:
     prior_strength: float = _opt(20.0, "Distributed DP: weight of the released popularity prior in the "
                                  "scores (beta x noised count / largest count, added to the per-item "
                                  "offsets; text scores are cosines / temperature).")
+    release_ratings: bool = _opt(True, "Distributed DP: the same release also sums each user's star ratings of "
+                                 "those items ((stars - 3) / 2 per item, so the sensitivity becomes sqrt(2k)), from "
+                                 "which the server derives per-item rating offsets for star predictions.")
+    rating_shrinkage: float = _opt(50.0, "Distributed DP with `release-ratings`: pseudo-count pulling each item's "
+                                   "released mean rating towards the federation's mean (noise and few raters).")
+    user_rating_shrinkage: float = _opt(10.0, "Star predictions: pseudo-count pulling a user's own mean rating "
+                                        "(computed on the device) towards the federation's mean.")
     release_head_items: int = _opt(0, "Distributed DP: also release the users' co-occurrence (Gram) matrix "
                                    "on this many head items (the most counted in the first release), from "
                                    "which the server fits an EASE item-item model scored on each device; 0 = "
@@ -210,6 +217,8 @@ class RunConfig:
              "is not supported with `dp` = 'local' yet; turn one of them off")
         need(self.release_recent_items >= 1, "release_recent_items", "should be a positive integer")
         need(self.prior_strength >= 0, "prior_strength", "should be zero or positive")
+        need(self.rating_shrinkage > 0, "rating_shrinkage", "should be positive")
+        need(self.user_rating_shrinkage >= 0, "user_rating_shrinkage", "should be zero or positive")
         need(self.release_head_items >= 0, "release_head_items", "should be zero (off) or a positive integer")
         need(self.release_head_items == 0 or self.dp == "distributed", "release_head_items",
              "needs `dp` = 'distributed' (it is a DP release); set it to 0")

@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 
 HEADS_FILE = "heads.safetensors"
 META_FILE = "privrec.json"
-HEAD_PREFIXES = ("user_proj.", "item_proj.", "item_embedding", "item_bias", "item_item.")
-RELEASED_PREFIX = "item_item."  # statistics exchanged with the model but never trained
+HEAD_PREFIXES = ("user_proj.", "item_proj.", "item_embedding", "item_bias", "item_item.", "item_rating.")
+RELEASED_PREFIXES = ("item_item.", "item_rating.")  # statistics exchanged with the model but never trained
 ITEM_ITEM_WEIGHT, ITEM_ITEM_ROWS = "item_item.weight", "item_item.rows"
+ITEM_RATING_OFFSETS, ITEM_RATING_MEAN = "item_rating.offsets", "item_rating.mean"
 ITEM_BIAS = "item_bias.weight"  # the per-item score offsets in the exchanged state
 
 
@@ -112,11 +113,22 @@ class ItemItem(nn.Module):
         return history[:, self.rows.long()] @ self.weight
 
 
+class ItemRating(nn.Module):
+    """Released star-rating statistics (``release-ratings``, see ``common/ratings.py``): each item's
+    offset from the federation's mean rating, and that mean. Not trained; zero offsets and a mean of
+    0 mean "not released" (predictions then use the user's own mean alone)."""
+
+    def __init__(self, num_items: int) -> None:
+        super().__init__()
+        self.register_buffer("offsets", torch.zeros(num_items))
+        self.register_buffer("mean", torch.zeros(()))
+
+
 class TwoTowerRecommender(nn.Module):
     """Scores users against items; see the module docstring for the design."""
 
     def __init__(self, encoder: PeftModel, *, embed_dim: int, temperature: float,
-                 num_items: int = 0, head_items: int = 0) -> None:
+                 num_items: int = 0, head_items: int = 0, ratings: bool = False) -> None:
         super().__init__()
         hidden = encoder.get_base_model().config.hidden_size
         self.encoder = encoder
@@ -126,6 +138,7 @@ class TwoTowerRecommender(nn.Module):
         self.item_embedding = ItemTable(num_items, embed_dim) if num_items else None
         self.item_bias = ItemBias(num_items) if num_items else None
         self.item_item = ItemItem(head_items) if head_items else None
+        self.item_rating = ItemRating(num_items) if ratings and num_items else None
         self.temperature = temperature
         self._share_initial_projection()
 
@@ -217,7 +230,12 @@ def build_model(cfg: RunConfig, *, num_items: int = 0, seed: int | None = None) 
                 param.requires_grad_(False)
     return TwoTowerRecommender(encoder, embed_dim=cfg.embed_dim, temperature=cfg.temperature,
                                num_items=num_items if cfg.item_embeddings else 0,
-                               head_items=cfg.release_head_items)
+                               head_items=cfg.release_head_items, ratings=releases_ratings(cfg))
+
+
+def releases_ratings(cfg: RunConfig) -> bool:
+    """Whether the run's model carries released rating statistics."""
+    return cfg.dp == "distributed" and cfg.release_ratings and cfg.item_embeddings
 
 
 def _top_layers(num_layers: int, top: int) -> list[int] | None:
@@ -239,7 +257,7 @@ def _checked_model_dir(cfg: RunConfig) -> Path:
 def _exchanged(model: TwoTowerRecommender) -> dict[str, torch.Tensor]:
     """The tensors that travel: trainable parameters and released statistics (buffers)."""
     tensors = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    tensors.update({n: b for n, b in model.named_buffers() if n.startswith(RELEASED_PREFIX)})
+    tensors.update({n: b for n, b in model.named_buffers() if n.startswith(RELEASED_PREFIXES)})
     return tensors
 
 
@@ -289,7 +307,7 @@ def load_checkpoint(directory: Path, cfg: RunConfig, *, num_items: int = 0) -> T
     encoder = PeftModel.from_pretrained(base, str(directory), is_trainable=True)
     model = TwoTowerRecommender(encoder, embed_dim=cfg.embed_dim, temperature=cfg.temperature,
                                 num_items=num_items if cfg.item_embeddings else 0,
-                                head_items=cfg.release_head_items)
+                                head_items=cfg.release_head_items, ratings=releases_ratings(cfg))
     heads = load_file(str(directory / HEADS_FILE))
     with torch.no_grad():
         for name, tensor in _exchanged(model).items():

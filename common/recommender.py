@@ -26,6 +26,7 @@ from common.metrics import summarise, target_rank
 from common.model import (ItemVectors, TwoTowerRecommender, build_model, load_checkpoint, load_tokenizer,
                           load_trainable_state, pool_catalogue, resolve_device, trainable_state)
 from common.personal import PersonalNeighbours
+from common.ratings import predict, user_mean
 from common.schema import Review
 from common.split import Split
 from common.text import profile_text
@@ -185,6 +186,18 @@ class Recommender:
         if self.model.item_bias is not None:
             parts["prior"] = np.broadcast_to(self.model.item_bias.weight.detach().cpu().numpy(), text.shape)
         return parts
+
+    @torch.no_grad()
+    def predicted_stars(self, reviews: Sequence[Review]) -> np.ndarray | None:
+        """Every item's predicted stars for a user with these training ``reviews`` (none: a new user at
+        the federation's mean): the released item offsets on the user's own mean (``common/ratings.py``);
+        None when the model carries no released ratings."""
+        released = self.model.item_rating
+        if released is None or float(released.mean) == 0.0:
+            return None
+        mean = float(released.mean)
+        level = user_mean(reviews, mean, self.cfg.user_rating_shrinkage)
+        return predict(level, released.offsets.cpu().numpy().astype(np.float64))
 
     def personal(self, split: Split) -> PersonalNeighbours:
         """The on-device item neighbours of ``split``'s users (the device's own; fitted once per split)."""

@@ -40,7 +40,7 @@ from common.report_md import replace_section  # noqa: E402
 DATA = ROOT.parent / "shared" / "data" / "amazon-musical-instruments-2014"
 OUT = ROOT / "benchmarks"
 SECTION = "Recommender: warm and cold-start users (issue 14)"
-ATTRIBUTE_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
+ATTRIBUTE_WEIGHTS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0)
 LOW_RATING_WEIGHTS = (1.0, 0.0)
 BPR_GRID = ((1e-3, 0.03), (1e-3, 0.1), (3e-3, 0.1))  # (learning rate, L2), picked on validation
 COLD_HELD_OUT = 0.2
@@ -157,8 +157,9 @@ def cold_start(data, seeds: list[int], first: tuple[int, ...] = (1, 2)) -> dict[
     from client.secure_release import noise_share
     from common.baselines import popularity_scores, recent_popularity_scores
     from common.federation_dp import release_noise
-    from common.fusion import history_matrix
+    from common.fusion import history_matrix, unit
     from common.metrics import relevant_set_metrics
+    from common.personal import TextNeighbours
     from common.recommender import Recommender
     from common.split import Split
     from server.secure_release import popularity_prior
@@ -166,6 +167,7 @@ def cold_start(data, seeds: list[int], first: tuple[int, ...] = (1, 2)) -> dict[
     cfg = _config(dp="distributed", target_epsilon=8.0)
     catalogue = data.catalogue
     recommender = Recommender(cfg, catalogue)
+    text_neighbours = TextNeighbours(recommender.items.pooled)
     everything = _by_user(data)
     everyone = sorted(everything)
     rows: dict[str, list[dict]] = {}
@@ -182,13 +184,16 @@ def cold_start(data, seeds: list[int], first: tuple[int, ...] = (1, 2)) -> dict[
             users = [u for u, h in histories.items() if len(h) > n]
             profiles = [histories[u][:n] for u in users]
             text = recommender.text_parts([_profile(recommender, p) for p in profiles])["text"]
-            attributes = recommender.attributes.scores(history_matrix(catalogue, profiles))
+            history = history_matrix(catalogue, profiles)
+            attributes = recommender.attributes.scores(history)
+            similar = unit(text_neighbours(history))
             candidates = {
                 "popularity (other users, all-time)": np.tile(popular, (len(users), 1)),
                 "popularity (other users, 2 latest items)": np.tile(counts, (len(users), 1)),
                 "zero-shot text": text,
                 "zero-shot text + released prior (epsilon 8)": text + prior,
                 "zero-shot text + released prior + attributes": text + prior + attributes,
+                "zero-shot text + released prior + items like theirs (text neighbours)": text + prior + 4 * similar,
             }
             for name, scores in candidates.items():
                 per_user = [relevant_set_metrics(scores[r], catalogue.rows(x.item_id for x in histories[u][n:]),
@@ -199,6 +204,99 @@ def cold_start(data, seeds: list[int], first: tuple[int, ...] = (1, 2)) -> dict[
                      "users": len(users)})
         log.info("cold start seed %d done", seed)
     return rows
+
+
+def rating_rows(data, seeds: list[int]) -> dict[str, list[dict]]:
+    """RMSE and MAE of star predictions on every user's test review (and validation, to pick the
+    shrinkages): global mean, user mean, item mean, user + item biases (exact, centralised) and
+    PrivRec's released item offsets on the device's user mean, the release simulated exactly (same
+    clip, same noise as the devices add at epsilon 8) with one noise draw per seed."""
+    from client.secure_release import noise_share
+    from common.federation_dp import release_noise
+    from common.ratings import errors, item_offsets, rating_value, user_mean
+
+    cfg = _config(dp="distributed", target_epsilon=8.0)
+    split, catalogue = data.split, data.catalogue
+    users = sorted(split.test)
+    train = [r for u in users for r in split.train[u]]
+    mu = float(np.mean([r.rating for r in train]))
+    rows = {u: n for n, u in enumerate(users)}
+
+    def score(predict) -> dict:
+        out = {}
+        for target in ("valid", "test"):
+            held = [(u, getattr(split, target)[u]) for u in users if u in getattr(split, target)]
+            out[target] = errors([predict(u, r.item_id) for u, r in held], [r.rating for _, r in held])
+        return out
+
+    def picked(candidates: dict) -> dict:
+        name, best = min(((k, score(f)) for k, f in candidates.items()), key=lambda kv: kv[1]["valid"]["rmse"])
+        return {**best, "weights": {"picked": name}}
+
+    item_sums, item_counts = np.zeros(len(catalogue)), np.zeros(len(catalogue))
+    for r in train:
+        item_sums[catalogue.index[r.item_id]] += r.rating - mu
+        item_counts[catalogue.index[r.item_id]] += 1
+    means = {u: np.mean([r.rating for r in split.train[u]]) for u in users}
+    out = {"global mean": [score(lambda u, i: mu)],
+           "user mean": [picked({f"beta {b:g}": (lambda u, i, b=b: user_mean(split.train[u], mu, b)) for b in (0, 2, 5, 10, 20)})],
+           "item mean": [picked({f"lambda {lam:g}": (lambda u, i, lam=lam: mu + item_sums[catalogue.index[i]] / (item_counts[catalogue.index[i]] + lam))
+                                 for lam in (2, 5, 10, 20, 50)})]}
+    bias_u, bias_i = np.zeros(len(users)), np.zeros(len(catalogue))
+    for _ in range(10):  # user + item biases by alternating ridge regression (regularisation 5 and 2)
+        residual_i = np.zeros(len(catalogue))
+        for r in train:
+            residual_i[catalogue.index[r.item_id]] += r.rating - mu - bias_u[rows[r.user_id]]
+        bias_i = residual_i / (item_counts + 5.0)
+        bias_u = np.array([sum(r.rating - mu - bias_i[catalogue.index[r.item_id]] for r in split.train[u])
+                           / (len(split.train[u]) + 2.0) for u in users])
+    out["user + item biases"] = [score(lambda u, i: float(np.clip(mu + bias_u[rows[u]] + bias_i[catalogue.index[i]], 1, 5)))]
+    # The release: each user's release-recent-items latest training items, a count and a rating value each.
+    counts, sums = np.zeros(len(catalogue)), np.zeros(len(catalogue))
+    for u in users:
+        latest = {catalogue.index[r.item_id]: rating_value(r.rating) for r in split.train[u][-cfg.release_recent_items:]}
+        for row, value in latest.items():
+            counts[row] += 1.0
+            sums[row] += value
+    sigma = release_noise(cfg) * np.sqrt(2 * cfg.release_recent_items)
+    for label, draws in (("PrivRec: released item offsets + on-device user mean, no noise", [0.0]),
+                         ("PrivRec: released item offsets + on-device user mean (epsilon 8)", [sigma] * len(seeds))):
+        for n, std in enumerate(draws):
+            noised_counts = counts + noise_share(counts.shape, std) if std else counts
+            noised_sums = sums + noise_share(sums.shape, std) if std else sums
+            tried = {}
+            for lam in (5, 10, 20, 50, 100):
+                offsets, mean = item_offsets(noised_counts, noised_sums, lam)
+                for beta in (2, 5, 10, 20):
+                    tried[f"lambda {lam:g}, beta {beta:g}"] = (lambda u, i, o=offsets, m=mean, b=beta: float(np.clip(
+                        user_mean(split.train[u], m, b) + o[catalogue.index[i]], 1, 5)))
+            out.setdefault(label, []).append({**picked(tried), "seed": n})
+    return out
+
+
+def rating_release_cost(data, seeds: list[int]) -> dict[str, list[dict]]:
+    """What carrying the ratings in the release costs the ranking: test NDCG@10 of the zero-shot text
+    plus the released prior, the counts noised for sensitivity sqrt(k) (counts only) or sqrt(2k)
+    (counts and ratings), one noise draw per seed."""
+    from client.secure_release import noise_share
+    from common.baselines import recent_popularity_scores
+    from common.federation_dp import release_noise
+    from common.recommender import Recommender
+    from common.split import Split
+    from server.secure_release import popularity_prior
+
+    cfg = _config(dp="distributed", target_epsilon=8.0)
+    users = sorted(data.split.test)
+    text = Recommender(cfg, data.catalogue).score_parts(users, Split(train=data.split.train))["text"]
+    counts = recent_popularity_scores(data.split, data.catalogue, cfg.release_recent_items)
+    out = {}
+    for label, factor in (("counts only (sensitivity sqrt(k))", 1), ("counts and ratings (sensitivity sqrt(2k))", 2)):
+        sigma = release_noise(cfg) * np.sqrt(factor * cfg.release_recent_items)
+        for seed in seeds:
+            prior = popularity_prior(counts + noise_share(counts.shape, sigma), cfg.prior_strength)
+            out.setdefault(f"zero-shot text + released prior, {label}", []).append(
+                {**_both(text + prior, users, data), "seed": seed})
+    return out
 
 
 def _profile(recommender, reviews) -> str:
@@ -233,6 +331,16 @@ def render(results: dict) -> str:
               "| profile: recommender | HR@10 | NDCG@10 | users |", "|---|---|---|---|"]
     for name, runs in results["cold"].items():
         lines.append(f"| {name} | {_stat(runs, 'hr@10')} | {_stat(runs, 'ndcg@10')} | {runs[0]['users']} |")
+    if results.get("ratings"):
+        lines += ["", "### Star ratings", "", "Every user's test review; shrinkages picked on the validation reviews.", "",
+                  "| predictor | RMSE | MAE | draws | picked |", "|---|---|---|---|---|"]
+        for name, runs in results["ratings"].items():
+            picks = ", ".join(dict.fromkeys(r["weights"]["picked"] for r in runs)) if "weights" in runs[0] else ""
+            lines.append(f"| {name} | {_stat(runs, 'rmse')} | {_stat(runs, 'mae')} | {len(runs)} | {picks} |")
+        lines += ["", "What the ratings in the release cost the ranking (epsilon 8, warm users, no neighbours):", "",
+                  "| release | HR@10 | NDCG@10 | draws |", "|---|---|---|---|"]
+        for name, runs in results.get("rating-cost", {}).items():
+            lines.append(f"| {name} | {_stat(runs, 'hr@10')} | {_stat(runs, 'ndcg@10')} | {len(runs)} |")
     return "\n".join(lines)
 
 
@@ -246,8 +354,8 @@ def _default_runs(name: str, row: str) -> list[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--only", choices=("reference", "models", "cold"), nargs="+",
-                        default=["reference", "models", "cold"], help="which parts to (re)measure")
+    parser.add_argument("--only", choices=("reference", "models", "cold", "ratings"), nargs="+",
+                        default=["reference", "models", "cold", "ratings"], help="which parts to (re)measure")
     parser.add_argument("--render-only", action="store_true", help="rewrite results.md from the JSON")
     args = parser.parse_args()
     setup_logging(False)
@@ -266,6 +374,9 @@ def main() -> None:
                                               _default_runs("federation_dp.json", "distributed, epsilon 8"), data))
         if "cold" in args.only:
             results["cold"] = cold_start(data, args.seeds)
+        if "ratings" in args.only:
+            results["ratings"] = rating_rows(data, args.seeds)
+            results["rating-cost"] = rating_release_cost(data, args.seeds)
         results.update(date=time.strftime("%Y-%m-%d"), seeds=args.seeds)
         path.write_text(json.dumps(results, indent=1))
     replace_section(OUT / "results.md", SECTION, render(results))

@@ -27,6 +27,7 @@ import numpy as np
 from common import records
 from common.config import ConfigError, RunConfig
 from common.federation_dp import quiet_accountant
+from common.model import releases_ratings
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,11 @@ def _clipping(cfg: RunConfig) -> str:
     if cfg.dp == "distributed":
         head = (f"; in the head Gram, their {cfg.release_head_recent} most recent of the {cfg.release_head_items} "
                 "head items" if cfg.release_head_items else "")
-        return (f"each user contributes their {cfg.release_recent_items} most recent training items to the "
-                f"counts (L2 sensitivity sqrt({cfg.release_recent_items})){head}")
+        k = cfg.release_recent_items
+        if releases_ratings(cfg):
+            return (f"each user contributes their {k} most recent training items to the counts and those items' "
+                    f"ratings ((stars - 3) / 2) to the rating sums (L2 sensitivity sqrt({2 * k})){head}")
+        return f"each user contributes their {k} most recent training items to the counts (L2 sensitivity sqrt({k})){head}"
     if cfg.dp == "local":
         return f"each user's gradient clipped to L2 norm {cfg.max_grad_norm:g} (DP-SGD, Opacus)"
     if cfg.dp == "central":

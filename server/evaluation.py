@@ -118,6 +118,7 @@ class RoundEvaluator:
         self.rounds_without_gain = 0
         self.stopped_at: int | None = None
         self._best_arrays: ArrayRecord | None = None
+        self._best_meta: dict = {}
 
     @property
     def should_stop(self) -> bool:
@@ -140,7 +141,7 @@ class RoundEvaluator:
         if score > self.best_score:
             self.best_score, self.best_round, self.rounds_without_gain = score, server_round, 0
             self.run.save(BEST, self.recommender.model, meta=meta)
-            self._best_arrays = ArrayRecord(self.recommender.state())
+            self._best_arrays, self._best_meta = ArrayRecord(self.recommender.state()), meta
         elif server_round > 0:
             self.rounds_without_gain += 1
             if self.cfg.patience and self.rounds_without_gain >= self.cfg.patience:
@@ -150,6 +151,14 @@ class RoundEvaluator:
                          self.best_score, self.best_round)
         log.info("round %d validation: %s", server_round, _fmt(metrics))
         return MetricRecord({f"valid-{k}": float(v) for k, v in metrics.items()})
+
+    def attach_to_best(self, released: dict) -> None:
+        """Add released statistics that do not change the ranking (the rating offsets) to the best
+        round's tensors and checkpoint, so that the best model also predicts stars."""
+        state = {**self.best_arrays().to_torch_state_dict(), **released}
+        self.recommender.load_state(state)
+        self._best_arrays = ArrayRecord(self.recommender.state())
+        self.run.save(BEST, self.recommender.model, meta=self._best_meta)
 
     def best_arrays(self) -> ArrayRecord:
         """The trainable tensors of the best round (also saved under ``checkpoints/best``)."""

@@ -12,7 +12,9 @@ from flwr.serverapp import Grid, ServerApp
 from common import records
 from common.config import ConfigError, RunConfig
 from common.federation_dp import FederationAccountant
-from common.model import ITEM_BIAS, ITEM_ITEM_ROWS, ITEM_ITEM_WEIGHT
+from common.model import (ITEM_BIAS, ITEM_ITEM_ROWS, ITEM_ITEM_WEIGHT, ITEM_RATING_MEAN, ITEM_RATING_OFFSETS,
+                          releases_ratings)
+from common.ratings import item_offsets
 from common.recommender import Recommender
 from common.run_data import load_catalogue
 from server import central_dp
@@ -147,11 +149,18 @@ class DistributedRun:
             self.run.write_metrics(self.history)
             return
         state = {name: tensor.clone() for name, tensor in initial.to_torch_state_dict().items()}
-        prior = popularity_prior(release.total, self.cfg.prior_strength)
+        counts = release.total[:len(self.recommender.catalogue)]
+        prior = popularity_prior(counts, self.cfg.prior_strength)
         state[ITEM_BIAS] = state[ITEM_BIAS] + torch.as_tensor(prior, dtype=state[ITEM_BIAS].dtype)
+        if releases_ratings(self.cfg):  # the rating sums follow the counts in the same vector
+            offsets, mean = item_offsets(counts, release.total[len(counts):], self.cfg.rating_shrinkage)
+            state[ITEM_RATING_OFFSETS] = torch.as_tensor(offsets, dtype=torch.float32)
+            state[ITEM_RATING_MEAN] = torch.tensor(mean, dtype=torch.float32)
+            log.info("round 1: released mean rating %.2f stars; item offsets from %+.2f to %+.2f", mean,
+                     offsets.min(), offsets.max())
         releases = [release]
         if self.cfg.release_head_items:  # the head items' Gram, for an EASE model scored on the devices
-            head = head_items(release.total, self.cfg.release_head_items)
+            head = head_items(counts, self.cfg.release_head_items)
             try:
                 gram = secure_release(grid, context, self.cfg, self.accountant, records.RELEASE_HEAD_GRAM,
                                       {records.RELEASE_HEAD: ",".join(str(int(r)) for r in head)})
@@ -168,6 +177,8 @@ class DistributedRun:
                              "noise-multiplier": release.noise_multiplier,
                              "federation-epsilon": self.accountant.epsilon()})
         self._evaluate(1, ArrayRecord(state))
+        if releases_ratings(self.cfg):  # they do not change the ranking: the best round gets them too
+            self.evaluator.attach_to_best({name: state[name] for name in (ITEM_RATING_OFFSETS, ITEM_RATING_MEAN)})
 
     def _evaluate(self, server_round: int, arrays: ArrayRecord) -> None:
         metrics = self.evaluator.evaluate(server_round, arrays)

@@ -69,6 +69,30 @@ def test_when_distributed_run_finishes_then_one_release_is_accounted(distributed
     assert len(set(heads["item_item.rows"].tolist())) == 5
 
 
+def test_when_distributed_run_releases_ratings_then_both_checkpoints_predict_stars(distributed_run):
+    from client.recommend import recommend
+    from common.recommender import Recommender
+    from common.run_data import RunData
+
+    cfg, path, _ = distributed_run
+    data = RunData.load(cfg)
+    for which in ("best", "last"):  # the best round may be round 0: the ratings are attached to it too
+        recommender = Recommender(cfg, data.catalogue)
+        recommender.load_checkpoint(path / "checkpoints" / which)
+        mean = float(recommender.model.item_rating.mean)
+        train = [r.rating for reviews in data.split.train.values() for r in reviews]
+        assert abs(mean - np.mean(train)) < 1.0 and recommender.model.item_rating.offsets.abs().sum() > 0
+    user = data.split.users()[0]
+    stars = recommender.predicted_stars(data.split.train[user])
+    assert stars.shape == (len(data.catalogue),) and ((1 <= stars) & (stars <= 5)).all()
+    history = path / "mine.jsonl"
+    history.write_text("".join(json.dumps({"user_id": "me", "item_id": r.item_id, "rating": r.rating, "timestamp": 1,
+                                           "summary": r.summary, "review_text": r.text}) + "\n"
+                               for r in data.split.train[user]))
+    shown = recommend(path, history=history, k=3)
+    assert all(1 <= item.stars <= 5 for item in shown)
+
+
 def test_when_distributed_run_then_no_client_vector_reaches_the_server(distributed_run):
     _, _, replies = distributed_run
     train = [m for m in replies if m.metadata.message_type == "train"]
@@ -234,8 +258,8 @@ def in_process_release(make_device, task_identity, monkeypatch, tmp_path, reques
         sent.append({"std": std, "noise": share})
         return share
 
-    def recording_counts(data, recent):
-        counts = real_counts(data, recent)
+    def recording_counts(data, recent, ratings=False):
+        counts = real_counts(data, recent, ratings)
         sent.append({"counts": counts})
         return counts
 
@@ -271,9 +295,10 @@ def test_when_release_then_server_sum_is_the_devices_noised_counts_and_nothing_e
     assert len(counts) == len(noise) == 3 and release.contributors == 3
     step = 2 * CLIPPING_RANGE / 2**22  # SecAgg+'s quantisation step
     assert np.abs(release.total - (np.sum(counts, axis=0) + np.sum(noise, axis=0))).max() < 3 * step
-    # Each share: sigma x sqrt(k) / sqrt(threshold), the threshold being every client here.
+    # Each share: sigma x sqrt(2k) / sqrt(threshold) (a count and a rating value per item), the
+    # threshold being every client here.
     sigma = release_noise(cfg)
-    assert [s["std"] for s in sent if "std" in s] == [pytest.approx(sigma * math.sqrt(cfg.release_recent_items / 3))] * 3
+    assert [s["std"] for s in sent if "std" in s] == [pytest.approx(sigma * math.sqrt(2 * cfg.release_recent_items / 3))] * 3
     assert accountant.epsilon() == pytest.approx(3.99, abs=0.01)
     # The strategy saw the aggregate only: three identical copies, none a device's own vector.
     (strategy,) = strategies
@@ -356,7 +381,7 @@ def test_when_head_gram_is_released_then_the_sum_is_the_devices_and_epsilon_comp
     cfg, grid, context, sent, strategies = in_process_release
     accountant = FederationAccountant(cfg.target_delta)
     counts = secure_release(grid, context, cfg, accountant)
-    head = head_items(counts.total, 6)
+    head = head_items(counts.total[:len(counts.total) // 2], 6)  # the counts; the rating sums follow them
     sent.clear()
     gram = secure_release(grid, context, cfg, accountant, records.RELEASE_HEAD_GRAM,
                           {records.RELEASE_HEAD: ",".join(map(str, head))})

@@ -46,3 +46,14 @@ def test_when_ranks_invalid_then_error(ranks):
 def test_when_target_out_of_range_then_error():
     with pytest.raises(ValueError, match="outside"):
         target_rank(np.zeros(3), 5)
+
+
+def test_several_relevant_items_give_binary_ndcg_against_the_ideal_order():
+    from common.metrics import relevant_set_metrics
+
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    perfect = relevant_set_metrics(scores, [0, 1], [], k=3)
+    assert perfect == {"hr@3": 1.0, "ndcg@3": 1.0}
+    late = relevant_set_metrics(scores, [2, 4], [0], k=3)  # ranks 2 (of 1, 2, 3 after exclusion) and 4
+    assert late["hr@3"] == 1.0 and late["ndcg@3"] == pytest.approx((1 / np.log2(3)) / (1 + 1 / np.log2(3)))
+    assert relevant_set_metrics(scores, [4], [], k=3)["hr@3"] == 0.0

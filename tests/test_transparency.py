@@ -54,7 +54,8 @@ def test_when_a_train_reply_leaves_then_its_tensors_metrics_and_bytes_are_on_rec
 
 def test_when_a_noised_evaluation_leaves_then_the_epsilon_it_charged_is_on_record(tiny_config, make_device,
                                                                                   task_identity):
-    node = make_device(users=15, policy=PrivacyPolicy(min_users_per_reply=1))  # the strict default: noised x5
+    # The strict default: noised x5. 30 users keep the noised count above the minimum of 1 (z < -5.8).
+    node = make_device(users=30, policy=PrivacyPolicy(min_users_per_reply=1))
     reply = build_client_app(tiny_config)(_message(tiny_config, MessageType.EVALUATE,
                                                    **{records.EVAL_TARGET: "valid"}), node_context(node))
     assert not reply.has_error(), reply.error
