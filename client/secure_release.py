@@ -50,26 +50,29 @@ from common.config import RunConfig
 from common.federation_dp import release_plan
 from common.model import releases_ratings
 from common.ratings import rating_value
+from common.sketch import ReleaseLayout, sensitivity_factor
 
 log = logging.getLogger(__name__)
 
 FITINS_CONFIG = "fitins.config"  # where Flower's legacy fit instruction keeps its config
 
 
-def item_counts(data: ClientData, recent: int, ratings: bool = False) -> np.ndarray:
+def item_counts(data: ClientData, recent: int, ratings: bool = False, width: int = 0) -> np.ndarray:
     """Sum over this client's users of the 0/1 vector of their ``recent`` latest training items and,
-    with ``ratings``, after it the sum of those items' rating values ((stars - 3) / 2, in [-1, 1])."""
-    size = len(data.catalogue)
-    values = np.zeros(2 * size if ratings else size, dtype=np.float64)
+    with ``ratings``, after it the sum of those items' rating values ((stars - 3) / 2, in [-1, 1]);
+    each half laid out by :class:`ReleaseLayout` (exact, or a count sketch of ``width`` beyond it)."""
+    layout = ReleaseLayout(data.catalogue.ids, width or len(data.catalogue))
+    bound = math.sqrt(recent)
+    values = np.zeros(2 * layout.length if ratings else layout.length, dtype=np.float64)
     for user in data.users:
         latest = {}  # row -> rating value of the user's latest review of it
         for review in data.split.train.get(user, [])[-recent:]:  # train reviews are in time order
             if review.item_id in data.catalogue.index:
                 latest[data.catalogue.index[review.item_id]] = rating_value(review.rating)
-        rows = np.fromiter(latest, dtype=np.int64, count=len(latest))
-        values[rows] += 1.0
+        rows = list(latest)
+        values[:layout.length] += layout.encode(rows, [1.0] * len(rows), bound)
         if ratings:
-            values[size + rows] += np.fromiter(latest.values(), dtype=np.float64, count=len(latest))
+            values[layout.length:] += layout.encode(rows, list(latest.values()), bound)
     return values
 
 
@@ -86,10 +89,12 @@ def head_gram(data: ClientData, head: list[int], recent: int) -> np.ndarray:
     return gram[np.triu_indices(len(head))]
 
 
-def sensitivity(statistic: str, cfg: RunConfig) -> float:
-    """L2 bound of one user's contribution to ``statistic``."""
+def sensitivity(statistic: str, cfg: RunConfig, catalogue_ids: tuple[str, ...]) -> float:
+    """L2 bound of one user's contribution to ``statistic`` over a catalogue of ``catalogue_ids`` (it
+    decides whether the counts are sketched, which multiplies the bound)."""
     if statistic == records.RELEASE_ITEM_COUNTS:  # a 1 and a value in [-1, 1] per item with ratings
-        return math.sqrt((2 if releases_ratings(cfg) else 1) * cfg.release_recent_items)
+        layout = ReleaseLayout(catalogue_ids, cfg.release_width)
+        return math.sqrt((2 if releases_ratings(cfg) else 1) * cfg.release_recent_items) * sensitivity_factor(layout)
     k = cfg.release_head_recent
     return math.sqrt(k * (k + 1) / 2)
 
@@ -128,11 +133,12 @@ def contribute(msg: Message, context: Context, cfg: RunConfig) -> Message:
             raise BadRequest("the run already released this statistic")  # no second look at it
         ledger.check(device.policy, [(sigma, 1.0, 1)])
         if statistic == records.RELEASE_ITEM_COUNTS:
-            values = item_counts(data, cfg.release_recent_items, releases_ratings(cfg))
+            values = item_counts(data, cfg.release_recent_items, releases_ratings(cfg), cfg.release_width)
         else:
             values = head_gram(data, _head(config, len(data.catalogue), cfg.release_head_items),
                                cfg.release_head_recent)
-        values = values + noise_share(values.shape, sigma * sensitivity(statistic, cfg) / math.sqrt(honest))
+        std = sigma * sensitivity(statistic, cfg, data.catalogue.ids) / math.sqrt(honest)
+        values = values + noise_share(values.shape, std)
         spent = ledger.record("release", [(sigma, 1.0, 1)], device.policy, run_id=int(msg.metadata.run_id),
                               server_round=group_round(msg), statistic=statistic)
     log.info("release of %s: noise multiplier %.3f split over %d honest shares; epsilon spent %.3f of %g "

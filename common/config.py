@@ -94,6 +94,9 @@ class RunConfig:
     release_ratings: bool = _opt(True, "Distributed DP: the same release also sums each user's star ratings of "
                                  "those items ((stars - 3) / 2 per item, so the sensitivity becomes sqrt(2k)), from "
                                  "which the server derives per-item rating offsets for star predictions.")
+    release_width: int = _opt(8192, "Distributed DP: entries per released statistic: the exact per-item vector up "
+                              "to this many catalogue items, beyond it a count sketch of this width (common/sketch.py), "
+                              "so that what a device sends does not grow with the catalogue.")
     rating_shrinkage: float = _opt(50.0, "Distributed DP with `release-ratings`: pseudo-count pulling each item's "
                                    "released mean rating towards the federation's mean (noise and few raters).")
     user_rating_shrinkage: float = _opt(10.0, "Star predictions: pseudo-count pulling a user's own mean rating "
@@ -217,6 +220,7 @@ class RunConfig:
              "is not supported with `dp` = 'local' yet; turn one of them off")
         need(self.release_recent_items >= 1, "release_recent_items", "should be a positive integer")
         need(self.prior_strength >= 0, "prior_strength", "should be zero or positive")
+        need(self.release_width >= 3, "release_width", "should be at least 3 (one bucket per sketch row)")
         need(self.rating_shrinkage > 0, "rating_shrinkage", "should be positive")
         need(self.user_rating_shrinkage >= 0, "user_rating_shrinkage", "should be zero or positive")
         need(self.release_head_items >= 0, "release_head_items", "should be zero (off) or a positive integer")

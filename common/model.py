@@ -115,8 +115,8 @@ class ItemItem(nn.Module):
 
 class ItemRating(nn.Module):
     """Released star-rating statistics (``release-ratings``, see ``common/ratings.py``): each item's
-    offset from the federation's mean rating, and that mean. Not trained; zero offsets and a mean of
-    0 mean "not released" (predictions then use the user's own mean alone)."""
+    offset from the federation's mean rating, and that mean. Not trained; a mean of 0 means "not
+    released" (no star predictions: ``Recommender.predicted_stars`` returns None)."""
 
     def __init__(self, num_items: int) -> None:
         super().__init__()

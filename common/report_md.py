@@ -18,3 +18,12 @@ def replace_section(path: Path, title: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block
     path.write_text(text.rstrip("\n") + "\n")
+
+
+def mean_std(values: list[float]) -> str:
+    """'mean ± standard deviation' to 4 decimals (the value alone for one run)."""
+    import statistics
+
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"

@@ -4,9 +4,12 @@
 * ``none``, ``local``, ``central``: every exchanged tensor (LoRA, projections, per-item vectors and
   offsets), float32, counted from the model the default settings build for that catalogue size;
 * ``distributed`` (the default): one SecAgg+ release of the counts (and, with ``release-ratings``,
-  the rating sums): Flower's masked vector holds 8 bytes per entry plus the protocol's keys and
-  shares, whose size does not depend on the catalogue; that constant is the measured 900-item
-  payload (``benchmarks/secagg.json``, counts only) less its 8-byte entries.
+  the rating sums), each exact up to ``release-width`` items and a count sketch of that width
+  beyond: Flower's masked vector holds 8 bytes per entry plus the protocol's keys and shares,
+  whose size does not depend on the catalogue; that constant is the measured 900-item payload
+  (``benchmarks/secagg.json``, counts only) less its 8-byte entries.
+
+It also measures what the sketch costs the released prior's ranking at 100,000 items.
 
 Writes ``benchmarks/catalogue_scale.json`` and a section of ``results.md``.
 """
@@ -20,7 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.report_md import replace_section  # noqa: E402
+import numpy as np  # noqa: E402
+
+from common.report_md import mean_std, replace_section  # noqa: E402
 
 OUT = ROOT / "benchmarks"
 SECTION = "Upload and catalogue size (issue 14)"
@@ -47,20 +52,74 @@ def secagg_bytes(length: int) -> int:
     return int(protocol + ENTRY_BYTES * (length + 1))
 
 
+def synthetic_ids(size: int, real: tuple[str, ...]) -> tuple[str, ...]:
+    """The real catalogue's ids plus made-up ones up to ``size`` (items nobody reviewed)."""
+    return tuple(sorted(real + tuple(f"SYN{n:07d}" for n in range(size - len(real)))))
+
+
+def prior_quality(size: int, seeds: list[int]) -> dict[str, list[float]]:
+    """Test NDCG@10 on the real data's warm users of the released popularity prior alone (epsilon 8,
+    counts and ratings in the release) ranked over ``size`` items: the real 900 and unreviewed
+    synthetic ones, the release exact (as wide as the catalogue) or sketched at the default width."""
+    from client.secure_release import noise_share
+    from common.config import RunConfig
+    from common.federation_dp import release_noise
+    from common.metrics import summarise
+    from common.run_data import RunData
+    from common.sketch import ReleaseLayout, sensitivity_factor
+
+    data_dir = ROOT.parent / "shared" / "data" / "amazon-musical-instruments-2014"
+    cfg = RunConfig(reviews_path=str(data_dir / "reviews.jsonl.gz"), items_path=str(data_dir / "items.jsonl"))
+    data = RunData.load(cfg)
+    ids = synthetic_ids(size, data.catalogue.ids)
+    index = {item: n for n, item in enumerate(ids)}
+    users = sorted(data.split.test)
+    out = {}
+    for label, width in (("exact", len(ids)), ("sketch", cfg.release_width)):
+        layout = ReleaseLayout(ids, width)
+        vector = np.zeros(layout.length)
+        for user in users:
+            rows = list(dict.fromkeys(index[r.item_id] for r in data.split.train[user][-cfg.release_recent_items:]))
+            vector += layout.encode(rows, [1.0] * len(rows), np.sqrt(cfg.release_recent_items))
+        std = release_noise(cfg) * np.sqrt(2 * cfg.release_recent_items) * sensitivity_factor(layout)
+        for _ in seeds:
+            prior = layout.decode(vector + noise_share(vector.shape, std))
+            ranks = []
+            for user in users:
+                target = index[data.split.test[user].item_id]
+                seen = [index[r.item_id] for r in data.split.train[user]]
+                beats = prior >= prior[target]
+                beats[seen] = False
+                beats[target] = False
+                ranks.append(int(beats.sum()) + 1)
+            out.setdefault(label, []).append(summarise(np.asarray(ranks), k=10)["ndcg@10"])
+    return out
+
+
 def main() -> None:
-    rows = []
+    from common.sketch import ReleaseLayout
+
+    rows, width = [], 8192
     for size in SIZES:
         exchanged, full = model_bytes(size)
         rows.append({"items": size, "mode": "none / local / central (tensors)", "bytes": exchanged, "full": full})
-        for label, length in (("distributed, counts only", size), ("distributed, counts + ratings (default)", 2 * size)):
-            rows.append({"items": size, "mode": label, "bytes": secagg_bytes(length), "full": full})
-    (OUT / "catalogue_scale.json").write_text(json.dumps(rows, indent=1))
+        length = ReleaseLayout(tuple(map(str, range(size))), width).length
+        for label, entries in (("distributed, counts only", length), ("distributed, counts + ratings (default)", 2 * length)):
+            rows.append({"items": size, "mode": label, "bytes": secagg_bytes(entries), "full": full})
+    quality = {size: prior_quality(size, [0, 1, 2]) for size in SIZES}
+    (OUT / "catalogue_scale.json").write_text(json.dumps({"uploads": rows, "prior-ndcg@10": quality}, indent=1))
     lines = ["Measured with `python scripts/benchmark_catalogue_scale.py` (bytes per client per round; the "
              "distributed rows extrapolate the measured 900-item SecAgg+ payload by Flower's 8 bytes per entry).", "",
              "| items | mode | upload | full model | smaller by |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['items']:,} | {r['mode']} | {r['bytes'] / 1e6:.3f} MB | {r['full'] / 1e6:.1f} MB | "
                      f"{r['full'] / r['bytes']:.0f}x |")
+    lines += ["", f"Past `release-width` ({width}) entries per statistic the release is a count sketch (3 rows, "
+              "median read-back; `common/sketch.py`). What that costs: test NDCG@10 of the epsilon-8 released prior "
+              "alone (counts + ratings) on the real data's warm users, ranked over the real 900 items plus unreviewed "
+              "synthetic ones, 3 noise draws:", "", "| items | exact release | sketch |", "|---|---|---|"]
+    for size, q in quality.items():
+        lines.append(f"| {size:,} | {mean_std(q['exact'])} | {mean_std(q['sketch'])} |")
     replace_section(OUT / "results.md", SECTION, "\n".join(lines))
     print("\n".join(lines))
 

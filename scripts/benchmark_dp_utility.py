@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common.cli import build_config  # noqa: E402
-from common.report_md import replace_section  # noqa: E402
+from common.report_md import mean_std, replace_section  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "amazon-musical-instruments-2014"
 OUT = ROOT / "benchmarks"
@@ -40,10 +40,7 @@ log = logging.getLogger("benchmark")
 
 
 def _stat(runs: list[dict], key: str) -> str:
-    values = [r["test"][key] for r in runs]
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+    return mean_std([r["test"][key] for r in runs])
 
 
 def render(results: dict) -> str:

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common.cli import build_config  # noqa: E402
-from common.report_md import replace_section  # noqa: E402
+from common.report_md import mean_std, replace_section  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "amazon-musical-instruments-2014"
 OUT = ROOT / "benchmarks"
@@ -38,10 +38,7 @@ POPULARITY = 0.0380  # all-time popularity, test NDCG@10 on the same split ("Fou
 log = logging.getLogger("benchmark")
 
 
-def _stat(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+_stat = mean_std
 
 
 def render(results: dict) -> str:

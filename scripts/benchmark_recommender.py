@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common.cli import setup_logging  # noqa: E402
-from common.report_md import replace_section  # noqa: E402
+from common.report_md import mean_std, replace_section  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "amazon-musical-instruments-2014"
 OUT = ROOT / "benchmarks"
@@ -124,13 +123,11 @@ FUSIONS = {  # row -> the parts it adds, with weights ("auto-neighbours" = the m
 
 def model_rows(label: str, runs: list[Path | None], data) -> dict[str, list[dict]]:
     """The fusion rows of one kind of checkpoint, one entry per run (seed)."""
-    import json as _json
-
     from common.config import RunConfig
 
     rows: dict[str, list[dict]] = {}
     for run in runs:
-        cfg = (RunConfig.from_mapping(_json.loads((run / "config.json").read_text())) if run else _config(dp="distributed"))
+        cfg = (RunConfig.from_mapping(json.loads((run / "config.json").read_text())) if run else _config(dp="distributed"))
         checkpoint = run / "checkpoints" / "best" if run else None
         auto = cfg.replace(personal_weight=-1.0).neighbour_weight
         for low in LOW_RATING_WEIGHTS:
@@ -237,7 +234,6 @@ def rating_rows(data, seeds: list[int]) -> dict[str, list[dict]]:
     for r in train:
         item_sums[catalogue.index[r.item_id]] += r.rating - mu
         item_counts[catalogue.index[r.item_id]] += 1
-    means = {u: np.mean([r.rating for r in split.train[u]]) for u in users}
     out = {"global mean": [score(lambda u, i: mu)],
            "user mean": [picked({f"beta {b:g}": (lambda u, i, b=b: user_mean(split.train[u], mu, b)) for b in (0, 2, 5, 10, 20)})],
            "item mean": [picked({f"lambda {lam:g}": (lambda u, i, lam=lam: mu + item_sums[catalogue.index[i]] / (item_counts[catalogue.index[i]] + lam))
@@ -306,10 +302,7 @@ def _profile(recommender, reviews) -> str:
 
 
 def _stat(runs: list[dict], key: str) -> str:
-    values = [r["test"][key] for r in runs]
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+    return mean_std([r["test"][key] for r in runs])
 
 
 def render(results: dict) -> str:

@@ -124,10 +124,13 @@ def _clipping(cfg: RunConfig) -> str:
         head = (f"; in the head Gram, their {cfg.release_head_recent} most recent of the {cfg.release_head_items} "
                 "head items" if cfg.release_head_items else "")
         k = cfg.release_recent_items
+        sketch = (f"; past {cfg.release_width} catalogue items each statistic is a 3-row count sketch and the "
+                  "bound sqrt(3) times larger")
         if releases_ratings(cfg):
             return (f"each user contributes their {k} most recent training items to the counts and those items' "
-                    f"ratings ((stars - 3) / 2) to the rating sums (L2 sensitivity sqrt({2 * k})){head}")
-        return f"each user contributes their {k} most recent training items to the counts (L2 sensitivity sqrt({k})){head}"
+                    f"ratings ((stars - 3) / 2) to the rating sums (L2 sensitivity sqrt({2 * k})){sketch}{head}")
+        return (f"each user contributes their {k} most recent training items to the counts (L2 sensitivity "
+                f"sqrt({k})){sketch}{head}")
     if cfg.dp == "local":
         return f"each user's gradient clipped to L2 norm {cfg.max_grad_norm:g} (DP-SGD, Opacus)"
     if cfg.dp == "central":

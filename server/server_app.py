@@ -17,6 +17,7 @@ from common.model import (ITEM_BIAS, ITEM_ITEM_ROWS, ITEM_ITEM_WEIGHT, ITEM_RATI
 from common.ratings import item_offsets
 from common.recommender import Recommender
 from common.run_data import load_catalogue
+from common.sketch import ReleaseLayout
 from server import central_dp
 from server.checkpoints import RunDirectory
 from server.evaluation import FederatedMetrics, RoundEvaluator, ServerSideMetrics
@@ -149,11 +150,13 @@ class DistributedRun:
             self.run.write_metrics(self.history)
             return
         state = {name: tensor.clone() for name, tensor in initial.to_torch_state_dict().items()}
-        counts = release.total[:len(self.recommender.catalogue)]
+        layout = ReleaseLayout(self.recommender.catalogue.ids, self.cfg.release_width)
+        counts = layout.decode(release.total[:layout.length])
         prior = popularity_prior(counts, self.cfg.prior_strength)
         state[ITEM_BIAS] = state[ITEM_BIAS] + torch.as_tensor(prior, dtype=state[ITEM_BIAS].dtype)
         if releases_ratings(self.cfg):  # the rating sums follow the counts in the same vector
-            offsets, mean = item_offsets(counts, release.total[len(counts):], self.cfg.rating_shrinkage)
+            sums = layout.decode(release.total[layout.length:])
+            offsets, mean = item_offsets(counts, sums, self.cfg.rating_shrinkage)
             state[ITEM_RATING_OFFSETS] = torch.as_tensor(offsets, dtype=torch.float32)
             state[ITEM_RATING_MEAN] = torch.tensor(mean, dtype=torch.float32)
             log.info("round 1: released mean rating %.2f stars; item offsets from %+.2f to %+.2f", mean,

@@ -258,8 +258,8 @@ def in_process_release(make_device, task_identity, monkeypatch, tmp_path, reques
         sent.append({"std": std, "noise": share})
         return share
 
-    def recording_counts(data, recent, ratings=False):
-        counts = real_counts(data, recent, ratings)
+    def recording_counts(data, recent, ratings=False, width=0):
+        counts = real_counts(data, recent, ratings, width)
         sent.append({"counts": counts})
         return counts
 
@@ -309,6 +309,26 @@ def test_when_release_then_server_sum_is_the_devices_noised_counts_and_nothing_e
     for reply in grid.replies:  # what reached the server: protocol records, no tensor in the clear
         assert not reply.has_error()
         assert all(len(record) == 0 for record in reply.content.array_records.values())
+
+
+@pytest.mark.parametrize("in_process_release", [{"release_width": 30}], indirect=True)
+def test_when_the_catalogue_is_wider_than_the_release_then_devices_send_a_fixed_size_sketch(in_process_release):
+    """200 demo items, width 30: each half of the vector is a 3-row count sketch of 30 entries, each
+    noise share scaled by sqrt(3) for the rows an item touches, and the server reads items back."""
+    from common.run_data import load_catalogue
+    from common.sketch import ReleaseLayout
+    from server.secure_release import CLIPPING_RANGE, secure_release
+
+    cfg, grid, context, sent, _ = in_process_release
+    release = secure_release(grid, context, cfg, FederationAccountant(cfg.target_delta))
+    counts = [s["counts"] for s in sent if "counts" in s]
+    noise = [s["noise"] for s in sent if "noise" in s]
+    assert release.total.shape == (60,) and all(c.shape == (60,) for c in counts)
+    assert np.abs(release.total - (np.sum(counts, axis=0) + np.sum(noise, axis=0))).max() < 3 * 2 * CLIPPING_RANGE / 2**22
+    sigma = release_noise(cfg)
+    assert [s["std"] for s in sent if "std" in s] == [pytest.approx(sigma * math.sqrt(2 * cfg.release_recent_items))] * 3
+    layout = ReleaseLayout(load_catalogue(cfg).ids, 30)
+    assert layout.sketched and layout.decode(release.total[:30]).shape == (200,)
 
 
 def test_when_server_starts_secure_aggregation_in_a_local_dp_run_then_fixed_code_only(make_device, task_identity):

@@ -47,8 +47,40 @@ def test_no_user_moves_the_released_vector_by_more_than_the_sensitivity():
     with_user = SimpleNamespace(users=["x", "y"], split=Split(train={"x": extreme, **others}), catalogue=catalogue)
     without = SimpleNamespace(users=["y"], split=Split(train=others), catalogue=catalogue)
     difference = item_counts(with_user, 3, True) - item_counts(without, 3, True)
-    assert np.linalg.norm(difference) <= sensitivity(records.RELEASE_ITEM_COUNTS, cfg) + 1e-12
-    assert sensitivity(records.RELEASE_ITEM_COUNTS, cfg) == pytest.approx(math.sqrt(6))
+    assert np.linalg.norm(difference) <= sensitivity(records.RELEASE_ITEM_COUNTS, cfg, catalogue.ids) + 1e-12
+    assert sensitivity(records.RELEASE_ITEM_COUNTS, cfg, catalogue.ids) == pytest.approx(math.sqrt(6))
     assert difference[:6].tolist() == [0, 0, 0, 1, 1, 1] and difference[6:].tolist() == [0, 0, 0, 1, -1, -1]
-    assert sensitivity(records.RELEASE_ITEM_COUNTS, cfg.replace(release_ratings=False)) == pytest.approx(math.sqrt(3))
+    assert sensitivity(records.RELEASE_ITEM_COUNTS, cfg.replace(release_ratings=False), catalogue.ids) == pytest.approx(math.sqrt(3))
     assert item_counts(with_user, 3).shape == (6,)
+
+
+def test_past_the_release_width_the_vector_is_a_sketch_of_fixed_size_that_reads_items_back():
+    from common.sketch import ReleaseLayout
+
+    ids = tuple(f"item-{n:06d}" for n in range(20_000))
+    layout = ReleaseLayout(ids, 600)
+    assert layout.sketched and layout.length == 600 and layout.rows == 3
+    truth = np.zeros(len(ids))
+    truth[[5, 50, 500, 5000]] = [40.0, 25.0, 10.0, 3.0]  # a few items that users picked
+    vector = sum(layout.encode([row], [1.0], bound=100.0) * value for row, value in
+                 zip([5, 50, 500, 5000], [40.0, 25.0, 10.0, 3.0]))
+    decoded = layout.decode(vector)
+    np.testing.assert_allclose(decoded[[5, 50, 500, 5000]], [40.0, 25.0, 10.0, 3.0])
+    assert np.abs(decoded).max() <= 40.0 and np.median(np.abs(decoded)) == 0.0  # the others read back 0
+    exact = ReleaseLayout(ids[:500], 600)
+    assert not exact.sketched and exact.length == 500 and exact.decode(np.arange(500.0)).tolist() == list(range(500))
+
+
+def test_a_sketched_users_contribution_is_clipped_to_the_sensitivity_whatever_collides():
+    """The curious server's view: however a user's items collide in the sketch's buckets, their
+    vector stays within sqrt(rows) x sqrt(k), the bound the noise is calibrated for."""
+    from common.sketch import ReleaseLayout
+
+    layout = ReleaseLayout(tuple(f"i{n}" for n in range(1000)), 6)  # 2 buckets per row: everything collides
+    index, sign = layout.slots
+    same = [r for r in range(1000) if (index[r] == index[0]).all() and (sign[r] == sign[0]).all()][:3]
+    assert len(same) == 3  # three items in the same buckets with the same signs: norm 3 sqrt(3) unclipped
+    vector = layout.encode(same, [1.0, 1.0, 1.0], bound=math.sqrt(3))
+    assert np.linalg.norm(vector) == pytest.approx(math.sqrt(3) * math.sqrt(3))
+    cfg = RunConfig(release_recent_items=3, release_width=6)
+    assert sensitivity(records.RELEASE_ITEM_COUNTS, cfg, layout.item_ids) == pytest.approx(math.sqrt(2 * 3 * 3))
