@@ -14,9 +14,13 @@ seeds (deterministic rows have none). Warm users:
 Cold-start users: per seed, 20% of users are held out of everything (training, release, neighbours);
 the model sees only their first 1 or 2 reviews and ranks their later items (NDCG@10 with each later
 item relevant). The released prior is simulated exactly: the same clipped counts over the other
-users plus the same Gaussian noise the federation's devices add at epsilon 8.
+users plus the same Gaussian noise the federation's devices add at epsilon 8 (with the ratings in
+the release, sensitivity sqrt(2k)).
 
-Writes ``benchmarks/recommender.json`` and the "Recommender (issue 14)" section of results.md.
+Star ratings: RMSE and MAE on the test reviews (see :func:`rating_rows`).
+
+Writes ``benchmarks/recommender.json`` and the "Recommender: warm and cold-start users (issue 14)"
+section of results.md.
 """
 
 from __future__ import annotations
@@ -174,7 +178,7 @@ def cold_start(data, seeds: list[int], first: tuple[int, ...] = (1, 2)) -> dict[
         warm = Split(train={u: data.split.train[u] for u in everyone if u not in held})
         popular = popularity_scores(warm, catalogue)
         counts = recent_popularity_scores(warm, catalogue, cfg.release_recent_items)
-        sigma = release_noise(cfg) * np.sqrt(cfg.release_recent_items)
+        sigma = release_noise(cfg) * np.sqrt(2 * cfg.release_recent_items)  # counts and ratings: sqrt(2k)
         prior = popularity_prior(counts + noise_share(counts.shape, sigma), cfg.prior_strength)
         histories = {u: everything[u] for u in sorted(held)}
         for n in first:
