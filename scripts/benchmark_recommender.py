@@ -12,8 +12,8 @@ seeds (deterministic rows have none). Warm users:
   (``benchmark_dp_utility.py`` "no DP", ``benchmark_federation_dp.py --keep`` epsilon 8).
 
 Cold-start users: per seed, 20% of users are held out of everything (training, release, neighbours);
-the model sees only their first 1 or 2 reviews and ranks their later items (NDCG@10 with each later
-item relevant). The released prior is simulated exactly: the same clipped counts over the other
+the model sees only their first 1 or 2 reviews (or the first review's one-line summary, as a
+description) and ranks their later items (NDCG@10 with each later item relevant). The released prior is simulated exactly: the same clipped counts over the other
 users plus the same Gaussian noise the federation's devices add at epsilon 8 (with the ratings in
 the release, sensitivity sqrt(2k)).
 
@@ -196,6 +196,10 @@ def cold_start(data, seeds: list[int], first: tuple[int, ...] = (1, 2)) -> dict[
                 "zero-shot text + released prior + attributes": text + prior + attributes,
                 "zero-shot text + released prior + items like theirs (text neighbours)": text + prior + 4 * similar,
             }
+            if n == 1:  # a one-line description instead of a review: the first review's summary line, as
+                # `privrec recommend --text` would take it (no item named, no stars)
+                lines = recommender.text_parts([histories[u][0].summary or "something good" for u in users])["text"]
+                candidates["one-line description (first summary) + released prior"] = lines + prior
             for name, scores in candidates.items():
                 per_user = [relevant_set_metrics(scores[r], catalogue.rows(x.item_id for x in histories[u][n:]),
                                                  catalogue.rows(x.item_id for x in profiles[r]), k=K)
