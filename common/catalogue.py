@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -31,9 +31,16 @@ class Catalogue:
         """Catalogue rows of the given item ids (unknown ids are skipped)."""
         return [self.index[i] for i in item_ids if i in self.index]
 
-    def interactions(self, histories: Sequence[Sequence[Review]]) -> np.ndarray:
-        """[users, items] 0/1 matrix: row u marks the items of ``histories[u]``."""
+    def interactions(self, histories: Sequence[Sequence[Review]],
+                     weight: Callable[[Review], float] | None = None) -> np.ndarray:
+        """[users, items] matrix: row u marks the items of ``histories[u]`` with 1, or with ``weight``
+        of the item's latest review in the history."""
         matrix = np.zeros((len(histories), len(self)), dtype=np.float64)
         for row, reviews in enumerate(histories):
-            matrix[row, self.rows(r.item_id for r in reviews)] = 1.0
+            if weight is None:
+                matrix[row, self.rows(r.item_id for r in reviews)] = 1.0
+                continue
+            for review in reviews:
+                if review.item_id in self.index:
+                    matrix[row, self.index[review.item_id]] = weight(review)
         return matrix

@@ -43,13 +43,7 @@ def history_matrix(catalogue: Catalogue, histories: Sequence[Sequence[Review]],
                    low_rating_weight: float = 1.0) -> np.ndarray:
     """[users, items] history: 1 per reviewed item, ``low_rating_weight`` where it was rated
     ``LOW_STARS`` or fewer."""
-    matrix = np.zeros((len(histories), len(catalogue)), dtype=np.float64)
-    for row, reviews in enumerate(histories):
-        for review in reviews:
-            if review.item_id in catalogue.index:
-                weight = low_rating_weight if review.rating <= LOW_STARS else 1.0
-                matrix[row, catalogue.index[review.item_id]] = weight
-    return matrix
+    return catalogue.interactions(histories, lambda r: low_rating_weight if r.rating <= LOW_STARS else 1.0)
 
 
 def profile_reviews(reviews: Sequence[Review], low_rating_weight: float) -> list[Review]:

@@ -185,15 +185,18 @@ class TwoTowerRecommender(nn.Module):
             vectors = self.item_embedding(vectors)
         return nn.functional.normalize(vectors, dim=-1)
 
-    def scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Logits: cosine similarity divided by the temperature (+ item offsets), [users, items].
+    def similarity(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of unit vectors divided by the temperature, [users, items]: the text part.
 
         ``items`` is [items, dim], or [users, items, dim] from ``encode_items(per_example=...)``.
         """
         if items.dim() == 3:
-            logits = torch.einsum("bd,bnd->bn", users, items) / self.temperature
-        else:
-            logits = users @ items.T / self.temperature
+            return torch.einsum("bd,bnd->bn", users, items) / self.temperature
+        return users @ items.T / self.temperature
+
+    def scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Logits: :meth:`similarity` plus the item offsets, [users, items]."""
+        logits = self.similarity(users, items)
         return self.item_bias(logits) if self.item_bias is not None else logits
 
 

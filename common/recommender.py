@@ -156,8 +156,8 @@ class Recommender:
         cfg = self.cfg
         histories = [split.train.get(u, []) for u in users]
         items = self.model.encode_items(self.items.pooled)
-        chunks = [(self._encode([profile_reviews(h, cfg.low_rating_weight) for h in histories[start:start + batch_size]])
-                   @ items.T / self.model.temperature).cpu().numpy()
+        chunks = [self.model.similarity(self._encode([profile_reviews(h, cfg.low_rating_weight)
+                                                      for h in histories[start:start + batch_size]]), items).cpu().numpy()
                   for start in range(0, len(users), batch_size)]
         parts = self._with_prior(np.concatenate(chunks) if chunks else np.zeros((0, len(self.catalogue))))
         if not len(users):
@@ -176,9 +176,8 @@ class Recommender:
         """The [texts, items] score parts of free-text profiles (cold start: no history, so only the
         text and prior parts)."""
         self.model.eval()
-        text = (self._encode_texts(list(texts)) @ self.model.encode_items(self.items.pooled).T
-                / self.model.temperature).cpu().numpy()
-        return self._with_prior(text)
+        items = self.model.encode_items(self.items.pooled)
+        return self._with_prior(self.model.similarity(self._encode_texts(list(texts)), items).cpu().numpy())
 
     def _with_prior(self, text: np.ndarray) -> dict[str, np.ndarray]:
         """The text part and, where the model has item offsets, the prior part beside it."""

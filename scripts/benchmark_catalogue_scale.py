@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,46 +53,44 @@ def secagg_bytes(length: int) -> int:
     return int(protocol + ENTRY_BYTES * (length + 1))
 
 
-def synthetic_ids(size: int, real: tuple[str, ...]) -> tuple[str, ...]:
-    """The real catalogue's ids plus made-up ones up to ``size`` (items nobody reviewed)."""
-    return tuple(sorted(real + tuple(f"SYN{n:07d}" for n in range(size - len(real)))))
+def synthetic_catalogue(size: int, real):
+    """The real catalogue plus made-up items up to ``size`` (items nobody reviewed)."""
+    from common.catalogue import Catalogue
+    from common.schema import Item
+
+    made_up = {f"SYN{n:07d}": Item(f"SYN{n:07d}", f"synthetic item {n}") for n in range(size - len(real))}
+    return Catalogue({**real.items, **made_up})
 
 
 def prior_quality(size: int, seeds: list[int]) -> dict[str, list[float]]:
     """Test NDCG@10 on the real data's warm users of the released popularity prior alone (epsilon 8,
-    counts and ratings in the release) ranked over ``size`` items: the real 900 and unreviewed
-    synthetic ones, the release exact (as wide as the catalogue) or sketched at the default width."""
-    from client.secure_release import noise_share
+    counts and ratings in the release, as the devices compute it) ranked over ``size`` items: the real
+    900 and unreviewed synthetic ones, the release exact (as wide as the catalogue) or sketched at
+    the default width."""
+    from client.secure_release import item_counts, noise_share, sensitivity
+    from common import records
     from common.config import RunConfig
     from common.federation_dp import release_noise
-    from common.metrics import summarise
+    from common.metrics import summarise, target_rank
     from common.run_data import RunData
-    from common.sketch import ReleaseLayout, sensitivity_factor
+    from common.sketch import ReleaseLayout
 
     data_dir = ROOT.parent / "shared" / "data" / "amazon-musical-instruments-2014"
     cfg = RunConfig(reviews_path=str(data_dir / "reviews.jsonl.gz"), items_path=str(data_dir / "items.jsonl"))
     data = RunData.load(cfg)
-    ids = synthetic_ids(size, data.catalogue.ids)
-    index = {item: n for n, item in enumerate(ids)}
+    catalogue = synthetic_catalogue(size, data.catalogue)
     users = sorted(data.split.test)
+    everyone = SimpleNamespace(users=users, split=data.split, catalogue=catalogue)  # one device
     out = {}
-    for label, width in (("exact", len(ids)), ("sketch", cfg.release_width)):
-        layout = ReleaseLayout(ids, width)
-        vector = np.zeros(layout.length)
-        for user in users:
-            rows = list(dict.fromkeys(index[r.item_id] for r in data.split.train[user][-cfg.release_recent_items:]))
-            vector += layout.encode(rows, [1.0] * len(rows), np.sqrt(cfg.release_recent_items))
-        std = release_noise(cfg) * np.sqrt(2 * cfg.release_recent_items) * sensitivity_factor(layout)
+    for label, width in (("exact", len(catalogue)), ("sketch", cfg.release_width)):
+        wide = cfg.replace(release_width=width)
+        layout = ReleaseLayout(catalogue.ids, width)
+        vector = item_counts(everyone, cfg.release_recent_items, ratings=True, width=width)
+        std = release_noise(wide) * sensitivity(records.RELEASE_ITEM_COUNTS, wide, catalogue.ids)
         for _ in seeds:
-            prior = layout.decode(vector + noise_share(vector.shape, std))
-            ranks = []
-            for user in users:
-                target = index[data.split.test[user].item_id]
-                seen = [index[r.item_id] for r in data.split.train[user]]
-                beats = prior >= prior[target]
-                beats[seen] = False
-                beats[target] = False
-                ranks.append(int(beats.sum()) + 1)
+            prior = layout.decode((vector + noise_share(vector.shape, std))[:layout.length])
+            ranks = [target_rank(prior, catalogue.index[data.split.test[u].item_id],
+                                 catalogue.rows(r.item_id for r in data.split.train[u])) for u in users]
             out.setdefault(label, []).append(summarise(np.asarray(ranks), k=10)["ndcg@10"])
     return out
 

@@ -31,6 +31,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -216,9 +217,10 @@ def rating_rows(data, seeds: list[int]) -> dict[str, list[dict]]:
     shrinkages): global mean, user mean, item mean, user + item biases (exact, centralised) and
     PrivRec's released item offsets on the device's user mean, the release simulated exactly (same
     clip, same noise as the devices add at epsilon 8) with one noise draw per seed."""
-    from client.secure_release import noise_share
+    from client.secure_release import item_counts as device_release, noise_share, sensitivity
+    from common import records
     from common.federation_dp import release_noise
-    from common.ratings import errors, item_offsets, rating_value, user_mean
+    from common.ratings import errors, item_offsets, user_mean
 
     cfg = _config(dp="distributed", target_epsilon=8.0)
     split, catalogue = data.split, data.catalogue
@@ -255,14 +257,11 @@ def rating_rows(data, seeds: list[int]) -> dict[str, list[dict]]:
         bias_u = np.array([sum(r.rating - mu - bias_i[catalogue.index[r.item_id]] for r in split.train[u])
                            / (len(split.train[u]) + 2.0) for u in users])
     out["user + item biases"] = [score(lambda u, i: float(np.clip(mu + bias_u[rows[u]] + bias_i[catalogue.index[i]], 1, 5)))]
-    # The release: each user's release-recent-items latest training items, a count and a rating value each.
-    counts, sums = np.zeros(len(catalogue)), np.zeros(len(catalogue))
-    for u in users:
-        latest = {catalogue.index[r.item_id]: rating_value(r.rating) for r in split.train[u][-cfg.release_recent_items:]}
-        for row, value in latest.items():
-            counts[row] += 1.0
-            sums[row] += value
-    sigma = release_noise(cfg) * np.sqrt(2 * cfg.release_recent_items)
+    # The release, as the devices compute it (all users as one device): counts, then rating sums.
+    released = device_release(SimpleNamespace(users=users, split=split, catalogue=catalogue),
+                              cfg.release_recent_items, ratings=True)
+    counts, sums = released[:len(catalogue)], released[len(catalogue):]
+    sigma = release_noise(cfg) * sensitivity(records.RELEASE_ITEM_COUNTS, cfg, catalogue.ids)
     for label, draws in (("PrivRec: released item offsets + on-device user mean, no noise", [0.0]),
                          ("PrivRec: released item offsets + on-device user mean (epsilon 8)", [sigma] * len(seeds))):
         for n, std in enumerate(draws):
