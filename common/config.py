@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from common.augment import AUGMENTATIONS
+from common.augment import parse as parse_augmentations
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DATA_DIR = Path(__file__).resolve().parent / "demo_data"
 
@@ -168,6 +171,11 @@ class RunConfig:
                           "`dp-sample-rate` instead.")
     learning_rate: float = _opt(2e-3, "AdamW learning rate; local DP uses `dp-learning-rate` instead.")
     weight_decay: float = _opt(0.0, "AdamW weight decay.")
+    augment: str = _opt("", "Review-text augmentation in training, comma-separated: 'crop', 'edit' (random "
+                        "deletion and swap), 'substitute' (embedding-neighbour words), 'mix' (reviews of "
+                        "other users of the client; not with `dp` = 'local'); empty = none.")
+    augment_rate: float = _opt(0.2, "Augmentation strength: the probability per word (edit, substitute) or "
+                               "per review (crop, mix).")
     # Evaluation and bookkeeping
     evaluation: str = _opt("federated", "'federated': clients rank their own held-out items and send "
                            "only metric means; 'server': the server reads the review file itself "
@@ -197,6 +205,12 @@ class RunConfig:
         need(self.dirichlet_alpha > 0, "dirichlet_alpha", "should be positive")
         need(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "should be in [0, 1)")
         need(self.learning_rate > 0, "learning_rate", "should be positive")
+        need(not set(self.augmentations) - set(AUGMENTATIONS), "augment",
+             f"should list options from {', '.join(AUGMENTATIONS)} (comma-separated)")
+        need(0.0 < self.augment_rate < 1.0, "augment_rate", "should be in (0, 1)")
+        need(self.dp != "local" or "mix" not in self.augmentations, "augment",
+             "should not include 'mix' with `dp` = 'local' (it puts one user's words in another's "
+             "example, which user-level DP-SGD does not cover)")
         need(self.dp_learning_rate > 0, "dp_learning_rate", "should be positive")
         need(self.weight_decay >= 0, "weight_decay", "should be zero or positive")
         need(self.partition in PARTITION_SCHEMES, "partition", f"should be one of {PARTITION_SCHEMES}")
@@ -255,6 +269,11 @@ class RunConfig:
              f"should be at most `num-clients` ({self.num_clients})")
 
     # ----- derived values -------------------------------------------------------------------
+    @property
+    def augmentations(self) -> tuple[str, ...]:
+        """The ``augment`` options as a tuple (empty = none)."""
+        return parse_augmentations(self.augment)
+
     @property
     def lora_target_modules(self) -> list[str]:
         """LoRA target module names as a list."""

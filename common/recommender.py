@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from common.augment import Augmenter, EmbeddingNeighbours
 from common.catalogue import Catalogue
 from common.config import RunConfig
 from common.fusion import AttributePreferences, history_matrix, profile_reviews, unit
@@ -72,6 +73,7 @@ class Recommender:
         self.tokenizer = load_tokenizer(cfg)
         self.items = _catalogue_vectors(self.model, self.tokenizer, catalogue, cfg)
         self._personal: tuple[Split, PersonalNeighbours] | None = None
+        self.augmenter = _augmenter(cfg, self.model, self.tokenizer)
 
     # ----- the exchanged state ----------------------------------------------------------------
     def state(self) -> dict[str, torch.Tensor]:
@@ -134,6 +136,8 @@ class Recommender:
             # Other items this user reviewed are not negatives.
             masked.extend((row, c) for c in self.catalogue.rows(r.item_id for r in reviews)
                           if c != targets[-1])
+        if self.augmenter is not None:
+            profiles = self.augmenter.profiles(profiles, rng)
         items = self.model.encode_items(self.items.pooled, per_example=len(profiles) if per_example else 0)
         logits = self.model.scores(self._encode(profiles), items)
         if masked:
@@ -251,6 +255,18 @@ class Recommender:
                                padding=True, return_tensors="pt")
         return self.model.encode_users(batch["input_ids"].to(self.device),
                                        batch["attention_mask"].to(self.device), history)
+
+
+def _augmenter(cfg: RunConfig, model: TwoTowerRecommender,
+               tokenizer: PreTrainedTokenizerBase) -> Augmenter | None:
+    """The training augmentation ``cfg`` asks for (None = none)."""
+    if not cfg.augmentations:
+        return None
+    neighbours = None
+    if "substitute" in cfg.augmentations:
+        embeddings = model.encoder.get_base_model().get_input_embeddings().weight
+        neighbours = EmbeddingNeighbours(tokenizer.get_vocab(), embeddings)
+    return Augmenter(cfg.augmentations, cfg.augment_rate, neighbours)
 
 
 def all_examples(reviews: list[Review], mode: str) -> list[tuple[list[Review], str]]:
