@@ -53,7 +53,7 @@ def _logging(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug 
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}", highlight=False)
+    console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 

@@ -52,8 +52,9 @@ log = logging.getLogger(__name__)
 
 @register_grad_sampler(ItemTable)
 def _item_table_grad_sample(layer: ItemTable, activations, backprops: torch.Tensor) -> dict:
-    """Per-example gradient of ``vectors + weight``: the output gradient itself ([B, items, dim])."""
-    return {layer.weight: backprops} if layer.weight.requires_grad else {}
+    """Per-example gradient of ``vectors + per-item vectors``: the output gradient ([B, items, dim]),
+    summed into shared rows where the table is hashed."""
+    return {layer.weight: layer.per_example_grad(backprops)} if layer.weight.requires_grad else {}
 
 
 @register_grad_sampler(ItemBias)
@@ -62,7 +63,8 @@ def _item_bias_grad_sample(layer: ItemBias, activations, backprops: torch.Tensor
     a user's examples when the logits are [B, examples, items] (see :class:`FrozenTowers`)."""
     if not layer.weight.requires_grad:
         return {}
-    return {layer.weight: backprops.reshape(backprops.shape[0], -1, backprops.shape[-1]).sum(1)}
+    per_user = backprops.reshape(backprops.shape[0], -1, backprops.shape[-1]).sum(1)
+    return {layer.weight: layer.per_example_grad(per_user)}
 
 
 def secure_generator() -> torch.Generator:

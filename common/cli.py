@@ -77,7 +77,7 @@ def build_config(config_file: Optional[Path], settings: list[str], **options: An
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}", highlight=False)
+    console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -243,6 +243,30 @@ def audit(
                     f"{len(failures)} failed check(s); report: {paths['html']}")
     if failures:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def certs(
+    out: Path = typer.Argument(..., help="Folder for the credentials (ca.crt, superlink.crt/.key, nodes/)."),
+    hosts: list[str] = typer.Option([], "--host", help="A host name or IP address the SuperNodes dial to reach "
+                                    "the SuperLink (repeatable; goes into its certificate)."),
+    nodes: int = typer.Option(0, "--nodes", help="Also make this many SuperNode key pairs (node-1, node-2, ...)."),
+    names: list[str] = typer.Option([], "--node", help="Or: make a SuperNode key pair with this name (repeatable)."),
+    days: int = typer.Option(365, "--days", help="Validity of the certificates in days."),
+    force: bool = typer.Option(False, "--force", help="Replace existing credentials (the old ones stop working)."),
+) -> None:
+    """Make a deployment's credentials: a CA, the SuperLink's TLS certificate for --host, and SuperNode
+    authentication key pairs (EC P-384, OpenSSH) to register with `flwr supernode register`. Private keys
+    are written 0600; nothing is overwritten without --force."""
+    from common.certificates import CertificateError, make_credentials
+
+    try:
+        written = make_credentials(out, hosts=hosts, nodes=[*names, *(f"node-{i}" for i in range(1, nodes + 1))],
+                                   force=force, days=days)
+    except (CertificateError, OSError) as err:
+        _fail(err)
+    for path in written:
+        Console().print(f"wrote {path}", highlight=False)
 
 
 @app.command()

@@ -146,6 +146,9 @@ class RunConfig:
                                    "on CPU since gradients stop below them.")
     item_embeddings: bool = _opt(True, "Add a learned vector per catalogue item to the item tower "
                                  "(collaborative signal); items new to the model fall back to text.")
+    item_table_width: int = _opt(8192, "Rows of the per-item vectors and offsets that travel: one per item up to "
+                                 "this many items, past it this many rows shared by two public hashes per "
+                                 "item, so the upload stops growing with the catalogue (0 = one row per item).")
     history_embeddings: bool = _opt(False, "Add the mean item vector of a user's profile items to the "
                                     "user vector (needs item-embeddings; computed on the client).")
     ffa_lora: bool = _opt(False, "FFA-LoRA (Sun et al., ICLR 2024): LoRA A matrices stay frozen at their "
@@ -195,7 +198,7 @@ class RunConfig:
         for name in ("num_clients", "embed_dim", "lora_r", "lora_alpha", "max_profile_tokens",
                      "max_item_tokens", "num_rounds", "min_train_clients", "batch_size", "eval_k"):
             need(getattr(self, name) >= 1, name, "should be a positive integer")
-        for name in ("patience", "lora_top_layers", "local_epochs", "local_steps", "max_eval_users", "seed",
+        for name in ("patience", "lora_top_layers", "item_table_width", "local_epochs", "local_steps", "max_eval_users", "seed",
                      "dp_local_steps"):
             need(getattr(self, name) >= 0, name, "should be zero or a positive integer")
         need(self.local_epochs > 0 or self.local_steps > 0, "local_epochs",

@@ -17,6 +17,7 @@ exchanged in federated rounds (see :func:`trainable_state`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -61,36 +62,74 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
-class ItemTable(nn.Module):
-    """A learned vector per catalogue item, added to the item tower's projected text vectors.
+def hashed_rows(num_items: int, width: int) -> torch.Tensor | None:
+    """[2, num_items] table rows of each catalogue row when the catalogue is wider than ``width``
+    (two public blake2b hashes of the row number: the "hashing trick" with two hashes, so that two
+    items rarely share both); None when every item can have its own row (``width`` 0 = always)."""
+    if width <= 0 or num_items <= width:
+        return None
+    rows = torch.empty(2, num_items, dtype=torch.long)
+    for item in range(num_items):
+        digest = hashlib.blake2b(str(item).encode(), digest_size=16, person=b"privrec-table").digest()
+        rows[0, item] = int.from_bytes(digest[:8], "little") % width
+        rows[1, item] = int.from_bytes(digest[8:], "little") % width
+    return rows
 
-    A module of its own (not a bare parameter) so that DP-SGD can compute per-example
-    gradients for it (see ``client/dp_training.py``).
+
+class _PerItem(nn.Module):
+    """A learned table with one entry per catalogue item, or ``width`` shared rows past that
+    (:func:`hashed_rows`; each item then reads the sum of its two rows). Zero at start.
+
+    A module of its own (not a bare parameter) so that DP-SGD can compute per-example gradients
+    for it (see ``client/dp_training.py``). ``rows`` is derived, never exchanged or saved.
     """
 
-    def __init__(self, num_items: int, dim: int) -> None:
+    def __init__(self, num_items: int, *shape: int, width: int = 0) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(num_items, dim))  # zero: untrained = text only
+        # A plain attribute, not a buffer: Opacus refuses trainable layers with buffers.
+        self.rows = hashed_rows(num_items, width)
+        self.weight = nn.Parameter(torch.zeros(num_items if self.rows is None else width, *shape))
+
+    def per_item(self) -> torch.Tensor:
+        """[items, ...]: each catalogue item's entry."""
+        if self.rows is None:
+            return self.weight
+        rows = self.rows.to(self.weight.device)
+        return self.weight[rows[0]] + self.weight[rows[1]]
+
+    def per_example_grad(self, per_item: torch.Tensor) -> torch.Tensor:
+        """Per-example gradients of ``weight`` from those of :meth:`per_item` ([B, items, ...])."""
+        if self.rows is None:
+            return per_item
+        rows = self.rows.to(per_item.device)
+        grad = per_item.new_zeros(per_item.shape[0], *self.weight.shape)
+        return grad.index_add_(1, rows[0], per_item).index_add_(1, rows[1], per_item)
+
+
+class ItemTable(_PerItem):
+    """A learned vector per catalogue item, added to the item tower's projected text vectors."""
+
+    def __init__(self, num_items: int, dim: int, *, width: int = 0) -> None:
+        super().__init__(num_items, dim, width=width)
 
     def forward(self, vectors: torch.Tensor) -> torch.Tensor:
         """``vectors`` ([items, dim], or [examples, items, dim]) plus each item's own vector."""
-        return vectors + self.weight
+        return vectors + self.per_item()
 
 
-class ItemBias(nn.Module):
+class ItemBias(_PerItem):
     """A learned score offset per catalogue item, added to the logits (zero at start).
 
     It carries what text cannot: how often an item is chosen at all. 900 numbers instead of the
     towers' hundreds of thousands, so it is what DP-SGD can learn from few users (``dp-train``).
     """
 
-    def __init__(self, num_items: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(num_items))
+    def __init__(self, num_items: int, *, width: int = 0) -> None:
+        super().__init__(num_items, width=width)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits`` ([users, items]) plus each item's offset."""
-        return logits + self.weight
+        return logits + self.per_item()
 
 
 class ItemItem(nn.Module):
@@ -128,15 +167,15 @@ class TwoTowerRecommender(nn.Module):
     """Scores users against items; see the module docstring for the design."""
 
     def __init__(self, encoder: PeftModel, *, embed_dim: int, temperature: float,
-                 num_items: int = 0, head_items: int = 0, ratings: bool = False) -> None:
+                 num_items: int = 0, head_items: int = 0, ratings: bool = False, table_width: int = 0) -> None:
         super().__init__()
         hidden = encoder.get_base_model().config.hidden_size
         self.encoder = encoder
         self.user_proj = nn.Linear(hidden, embed_dim)
         self.item_proj = nn.Linear(hidden, embed_dim)
         # Optional per-item vectors (zero at start, so an untrained row means "text only").
-        self.item_embedding = ItemTable(num_items, embed_dim) if num_items else None
-        self.item_bias = ItemBias(num_items) if num_items else None
+        self.item_embedding = ItemTable(num_items, embed_dim, width=table_width) if num_items else None
+        self.item_bias = ItemBias(num_items, width=table_width) if num_items else None
         self.item_item = ItemItem(head_items) if head_items else None
         self.item_rating = ItemRating(num_items) if ratings and num_items else None
         self.temperature = temperature
@@ -161,7 +200,7 @@ class TwoTowerRecommender(nn.Module):
         vectors = self.user_proj(mean_pool(out.last_hidden_state, attention_mask))
         if history is not None and self.item_embedding is not None:
             present = (history >= 0).unsqueeze(-1).to(vectors.dtype)
-            rows = self.item_embedding.weight[history.clamp(min=0)] * present
+            rows = self.item_embedding.per_item()[history.clamp(min=0)] * present
             vectors = vectors + rows.sum(1) / present.sum(1).clamp(min=1.0)
         return nn.functional.normalize(vectors, dim=-1)
 
@@ -233,7 +272,15 @@ def build_model(cfg: RunConfig, *, num_items: int = 0, seed: int | None = None) 
                 param.requires_grad_(False)
     return TwoTowerRecommender(encoder, embed_dim=cfg.embed_dim, temperature=cfg.temperature,
                                num_items=num_items if cfg.item_embeddings else 0,
-                               head_items=cfg.release_head_items, ratings=releases_ratings(cfg))
+                               head_items=cfg.release_head_items, ratings=releases_ratings(cfg),
+                               table_width=table_width(cfg))
+
+
+def table_width(cfg: RunConfig) -> int:
+    """Rows of the per-item tables past which they are hashed (0 = never): ``item-table-width``
+    where the tables travel; under distributed DP they never leave a device (the server fills the
+    offsets from the release), so they stay exact."""
+    return 0 if cfg.dp == "distributed" else cfg.item_table_width
 
 
 def releases_ratings(cfg: RunConfig) -> bool:
@@ -310,7 +357,8 @@ def load_checkpoint(directory: Path, cfg: RunConfig, *, num_items: int = 0) -> T
     encoder = PeftModel.from_pretrained(base, str(directory), is_trainable=True)
     model = TwoTowerRecommender(encoder, embed_dim=cfg.embed_dim, temperature=cfg.temperature,
                                 num_items=num_items if cfg.item_embeddings else 0,
-                                head_items=cfg.release_head_items, ratings=releases_ratings(cfg))
+                                head_items=cfg.release_head_items, ratings=releases_ratings(cfg),
+                               table_width=table_width(cfg))
     heads = load_file(str(directory / HEADS_FILE))
     with torch.no_grad():
         for name, tensor in _exchanged(model).items():

@@ -187,7 +187,7 @@ class Recommender:
         """The text part and, where the model has item offsets, the prior part beside it."""
         parts = {"text": text}
         if self.model.item_bias is not None:
-            parts["prior"] = np.broadcast_to(self.model.item_bias.weight.detach().cpu().numpy(), text.shape)
+            parts["prior"] = np.broadcast_to(self.model.item_bias.per_item().detach().cpu().numpy(), text.shape)
         return parts
 
     @torch.no_grad()

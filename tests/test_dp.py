@@ -296,3 +296,18 @@ def test_when_central_dp_then_client_update_is_clipped(tiny_config, task_identit
     norm = torch.sqrt(sum(((sent[k] - initial[k]) ** 2).sum() for k in initial))
     assert 0 < float(norm) <= 0.05 + 1e-5
     assert reply.content[records.METRICS][records.UNIFORM_WEIGHT] == 1
+
+
+def test_when_tables_are_hashed_then_dp_sgd_clips_each_users_gradient_on_the_shared_rows(tiny_config, observed_steps):
+    cfg = tiny_config.replace(dp="local", dp_train="all", item_table_width=7)
+    data = _client_data(cfg)
+    recommender = Recommender(cfg, data.catalogue)
+    before = recommender.state()
+    clip = 0.01
+    train_private(recommender, data.users, data.split, steps=2, noise_multiplier=0.0, max_grad_norm=clip,
+                  sample_rate=1.0)
+    shapes = {tuple(per_user.shape[1:]) for _, _, per_user in observed_steps if per_user is not None}
+    assert (7, cfg.embed_dim) in shapes and (7,) in shapes  # per-user gradients of the shared rows
+    after = recommender.state()
+    assert not torch.equal(before["item_embedding.weight"], after["item_embedding.weight"])
+    assert after["item_bias.weight"].shape == (7,)

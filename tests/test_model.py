@@ -208,3 +208,56 @@ def test_when_untrained_then_model_ranks_by_base_text_similarity(tiny_config):
     assert torch.equal(scores.argmax(1), torch.arange(len(texts)))
     assert torch.allclose(scores.diagonal() * model.temperature, torch.ones(len(texts)), atol=1e-4)
 
+
+
+def _upload_bytes(state: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
+def test_when_catalogue_is_wider_than_the_table_then_items_share_hashed_rows_and_upload_stops_growing(tiny_config):
+    cfg = tiny_config.replace(item_table_width=20)
+    small, large = build_model(cfg, num_items=50), build_model(cfg, num_items=5000)
+    assert _upload_bytes(trainable_state(small)) == _upload_bytes(trainable_state(large))
+    assert trainable_state(large)["item_embedding.weight"].shape == (20, cfg.embed_dim)
+    assert trainable_state(large)["item_bias.weight"].shape == (20,)
+    assert not any("rows" in name for name in trainable_state(large))  # derived, never sent
+    rows = large.item_embedding.rows
+    assert rows.shape == (2, 5000) and int(rows.max()) < 20 and torch.equal(rows, build_model(cfg, num_items=5000).item_embedding.rows)
+    assert len({(int(a), int(b)) for a, b in rows.T}) > 150  # two hashes: 400 row pairs, few items share both
+    assert large.item_embedding.per_item().shape == (5000, cfg.embed_dim)
+    # Up to the width every item keeps its own row (nothing changes on small catalogues) ...
+    assert trainable_state(build_model(cfg, num_items=20))["item_embedding.weight"].shape == (20, cfg.embed_dim)
+    # ... and under distributed DP the tables never travel, so they stay exact.
+    exact = build_model(cfg.replace(dp="distributed"), num_items=5000)
+    assert exact.item_bias.weight.shape == (5000,) and exact.item_bias.rows is None
+
+
+def test_when_table_is_hashed_then_per_example_gradients_match_autograd():
+    from common.model import ItemBias, ItemTable
+
+    for layer, shape in ((ItemTable(40, 3, width=7), (2, 40, 3)), (ItemBias(40, width=7), (2, 40))):
+        with torch.no_grad():
+            layer.weight.normal_()
+        backprops = torch.randn(shape)
+        expected = []
+        for example in backprops:
+            layer.zero_grad()
+            (layer(torch.zeros(shape[1:])) * example).sum().backward()
+            expected.append(layer.weight.grad.clone())
+        assert torch.allclose(layer.per_example_grad(backprops), torch.stack(expected), atol=1e-5)
+
+
+def test_when_tables_are_hashed_then_they_train_rank_and_round_trip_a_checkpoint(tiny_config, tmp_path):
+    cfg = tiny_config.replace(item_table_width=N_ITEMS // 3)
+    data = RunData.load(cfg)
+    recommender = Recommender(cfg, data.catalogue)
+    recommender.train(data.split.users()[:32], data.split, rng=random.Random(0), steps=3)
+    state = recommender.state()
+    assert state["item_embedding.weight"].shape[0] == N_ITEMS // 3 and state["item_bias.weight"].abs().sum() > 0
+    users = data.eval_users(cfg, "valid")[:10]
+    scores = recommender.scores(users, data.split)
+    assert scores.shape == (10, N_ITEMS)
+    save_checkpoint(recommender.model, tmp_path / "ckpt", meta={})
+    restored = Recommender(cfg, data.catalogue)
+    restored.load_checkpoint(tmp_path / "ckpt")
+    assert torch.allclose(torch.as_tensor(restored.scores(users, data.split)), torch.as_tensor(scores), atol=1e-5)
