@@ -6,6 +6,7 @@ audit              the transparency log: every reply that left the device, and w
 policy             show and check a device privacy policy, or write the strict default one
 change-passphrase  re-encrypt a store under a new passphrase or key file, safely
 new-key            make a random key file (an alternative to a passphrase)
+node               join a deployed federation: Flower's SuperNode on this store, with a status line
 
 Passphrases come from a file, an environment variable or a prompt, never from the command line.
 """
@@ -222,6 +223,56 @@ def new_key(
     except ERRORS as err:
         _fail(err)
     console.print(f"wrote {path}; keep it secret and backed up: without it the store cannot be read")
+
+
+@app.command()
+def node(
+    store: Path = typer.Argument(..., help="This device's encrypted store (from `privrec client prepare`)."),
+    superlink: str = typer.Option(..., "--superlink", help="The SuperLink's HOST:PORT (its Fleet API)."),
+    ca: Optional[Path] = typer.Option(None, "--ca", help="The federation's CA certificate (ca.crt from `privrec certs`)."),
+    auth_key: Optional[Path] = typer.Option(None, "--auth-key", help="This node's private key (registered by the "
+                                            "operator with `flwr supernode register KEY.pub`)."),
+    passphrase_file: Optional[str] = PASS_FILE,
+    passphrase_env: Optional[str] = PASS_ENV,
+    key_file: Optional[str] = KEY_FILE,
+    policy_file: Optional[Path] = typer.Option(None, "--policy", help="This device's privacy policy (default: "
+                                               "the one beside the store)."),
+    device: str = typer.Option("auto", "--device", help="Where to compute: 'auto' (CUDA if present), 'cpu', 'cuda'."),
+    port: int = typer.Option(9094, "--port", help="Local port of the SuperNode's ClientApp API (one per node "
+                             "on a machine)."),
+    insecure: bool = typer.Option(False, "--insecure", help="No TLS: for a trial on one machine only (warns)."),
+) -> None:
+    """Join a deployed federation: run Flower's SuperNode for this store (TLS, node authentication),
+    reconnecting when the SuperLink restarts, with one status line per change (connected, waiting,
+    training round r, epsilon spent). Its full log goes beside the store. Stop it with Ctrl+C."""
+    from client.node import NodeError, NodeSettings, flwr_exit_hint, run_node
+
+    settings = NodeSettings(store=store, superlink=superlink, root_certificates=ca, auth_key=auth_key,
+                            key_file=key_file, passphrase_file=passphrase_file, passphrase_env=passphrase_env,
+                            policy=policy_file, device=device, port=port, insecure=insecure)
+    try:
+        settings.check()
+        secret = resolve_secret(passphrase_file=passphrase_file, passphrase_env=passphrase_env, key_file=key_file)
+        metadata = LocalStore.open(store, secret).metadata  # a wrong secret fails here, not in every round
+        rules = PrivacyPolicy.load(policy_file or policy_path(store))
+    except (*ERRORS, NodeError) as err:
+        _fail(err)
+    if insecure:
+        console.print("[bold yellow]warning:[/] --insecure: no TLS, so anyone on the network path can read and "
+                      "change what this node sends; use it only on one machine", highlight=False, soft_wrap=True)
+    key = LedgerKey.of_store(metadata.pseudonym_key)
+
+    def epsilon() -> float | None:
+        try:
+            return PrivacyLedger.open(store, key).epsilon(rules)
+        except (*ERRORS, OSError):
+            return None
+
+    code = run_node(settings, epsilon=epsilon, show=lambda line: Console().print(line, highlight=False, soft_wrap=True),
+                    log_path=store.with_name(store.name + ".node.log"))
+    if code not in (0, -2, -15, 130, 143):  # stopped, Ctrl+C or SIGTERM
+        console.print(f"[bold red]error:[/] {flwr_exit_hint(code)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1)
 
 
 def _unlock(store: Path, passphrase_file: Optional[str], passphrase_env: Optional[str],

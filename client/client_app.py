@@ -16,7 +16,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
 
-from client.device import Device
+from client.device import Device, run_settings
 from client.egress import EgressGuard
 from client.local_data import ClientData
 from client.local_evaluation import evaluate_locally
@@ -34,20 +34,20 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
 
     def policy_gate(msg: Message, context: Context, call_next) -> Message:
         # Before anything else touches the round: refuse a run asking for less than the policy.
-        cfg = config or RunConfig.from_mapping(context.run_config)
+        cfg = run_settings(config, context)
         Device.locate(cfg, context).policy.admit(cfg)  # raises PolicyRefusal
         return call_next(msg, context)
 
     def central_clipping(msg: Message, context: Context, call_next) -> Message:
         # Central DP: Flower's fixedclipping_mod bounds this client's update (train only).
-        cfg = config or RunConfig.from_mapping(context.run_config)
+        cfg = run_settings(config, context)
         if cfg.dp == "central":
             return fixedclipping_mod(msg, context, call_next)
         return call_next(msg, context)
 
     @app.train(mods=[policy_gate, central_clipping, secure_release_mod(config)])
     def train(msg: Message, context: Context) -> Message:
-        cfg = config or RunConfig.from_mapping(context.run_config)
+        cfg = run_settings(config, context)
         device = Device.locate(cfg, context)
         data = device.data(cfg)
         with device.ledger(data) as ledger:
@@ -57,7 +57,7 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        cfg = config or RunConfig.from_mapping(context.run_config)
+        cfg = run_settings(config, context)
         device = Device.locate(cfg, context)
         data = device.data(cfg)
         with device.ledger(data) as ledger:

@@ -32,6 +32,14 @@ from common.run_data import load_catalogue
 log = logging.getLogger(__name__)
 
 
+def run_settings(config: RunConfig | None, context: Context) -> RunConfig:
+    """The run's settings (``config``, else the run config the server sent), with this node's own
+    compute device from its node config (``device``: the owner's machine, not the server's choice)."""
+    cfg = config or RunConfig.from_mapping(context.run_config)
+    device = context.node_config.get(records.NODE_DEVICE)
+    return cfg if device is None or str(device) == cfg.device else cfg.replace(device=str(device))
+
+
 @dataclass(frozen=True)
 class Device:
     """Where this client's data, secret and rules are; :meth:`locate` finds them."""

@@ -34,7 +34,7 @@ import numpy as np
 from flwr.app import ArrayRecord, Context, Error, Message, MessageType, MetricRecord
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
-from client.device import Device
+from client.device import Device, run_settings
 from client.encryption import EncryptionError
 from client.local_training import BadRequest
 from client.policy import PolicyError, PolicyRefusal
@@ -183,7 +183,7 @@ class EgressGuard:
         kind = msg.metadata.message_type
         cfg, before, request = None, None, _request_facts(msg)
         try:
-            cfg = self.config or RunConfig.from_mapping(context.run_config)
+            cfg = run_settings(self.config, context)
             before = _epsilon_spent(cfg, context)
             reply = call_next(msg, context)
             if reply.has_error():  # whatever a handler or inner mod put in it stays here

@@ -41,6 +41,7 @@ Format version 1 (integers big-endian)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -287,6 +288,8 @@ def make_key_file(path: PathLike, *, force: bool = False) -> Path:
               "cannot be opened with the new one)")
     if not force and (target.exists() or target.is_symlink()):
         raise EncryptionError(exists)
+    with contextlib.suppress(OSError):  # a new device's folder; an unwritable one fails just below
+        target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = _new_temp(target)
     try:
         with handle:

@@ -41,7 +41,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import (RECORD_KEY_CONF
                                                                   Stage)
 from flwr.compat.common.recorddict_compat import fitres_to_recorddict
 
-from client.device import Device
+from client.device import Device, run_settings
 from client.local_data import ClientData
 from client.local_training import BadRequest
 from client.policy import PolicyRefusal, PrivacyPolicy
@@ -159,7 +159,7 @@ def secure_release_mod(config: RunConfig | None) -> Callable[[Message, Context, 
     def mod(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
         if not is_secure_aggregation(msg):
             return call_next(msg, context)
-        cfg = config or RunConfig.from_mapping(context.run_config)
+        cfg = run_settings(config, context)
         if cfg.dp != "distributed":
             raise BadRequest("a secure-aggregation stage in a run without dp = 'distributed'")
         if msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE) == Stage.SETUP:

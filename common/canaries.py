@@ -12,12 +12,11 @@ one run into a lower bound on epsilon.
 
 from __future__ import annotations
 
-import gzip
 import json
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from common.schema import Review
 
@@ -53,16 +52,6 @@ def plant(catalogue_ids: Sequence[str], count: int) -> list[Canary]:
     return [Canary(user_id=f"canary-{secrets.token_hex(6)}", items=tuple(draw.sample(list(catalogue_ids), CANARY_ITEMS)),
                    phrase=" ".join(draw.choice(WORDS) for _ in range(4)), included=draw.random() < 0.5)
             for _ in range(count)]
-
-
-def write_reviews(path: Path, reviews: Iterable[Review]) -> None:
-    """Reviews as gzipped JSON lines in the normalised schema (the data loader's own format)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt", encoding="utf-8") as handle:
-        for r in reviews:
-            handle.write(json.dumps({"user_id": r.user_id, "item_id": r.item_id, "rating": r.rating,
-                                     "timestamp": r.timestamp, "summary": r.summary, "review_text": r.text,
-                                     "reviewer_name": r.reviewer_name}) + "\n")
 
 
 def save(path: Path, canaries: list[Canary]) -> None:

@@ -333,6 +333,39 @@ def data_check(
     Console().print(table)
 
 
+@data_app.command("split")
+def data_split(
+    out: Path = typer.Argument(..., help="Folder for client-<k>.jsonl.gz, one review file per device."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Review JSON lines; default: demo data."),
+    items: Optional[Path] = typer.Option(None, "--items", help="Item catalogue; default: demo data."),
+    clients: int = typer.Option(3, "--clients", help="How many devices."),
+    partition: str = typer.Option("iid", "--partition", help="'iid' or 'dirichlet' (as in simulation)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the partition."),
+    force: bool = typer.Option(False, "--force", help="Replace existing files."),
+) -> None:
+    """Split a review file into one file per device, as the simulation partitions it: for trying a
+    multi-machine deployment with the demo data (each device then runs `privrec client prepare`)."""
+    setup_logging(False)
+    from common.data import write_reviews
+    from common.run_data import RunData
+
+    try:
+        cfg = RunConfig.from_mapping({"reviews-path": _str(data) or "", "items-path": _str(items) or "",
+                                      "num-clients": clients, "partition": partition, "seed": seed,
+                                      "min-train-clients": 1})
+        paths = [out / f"client-{k}.jsonl.gz" for k in range(clients)]
+        existing = [p for p in paths if p.exists()]
+        if existing and not force:
+            raise FileExistsError(f"{existing[0]} already exists; pass --force to replace the split")
+        run_data = RunData.load(cfg)
+        for k, path in enumerate(paths):
+            users = set(run_data.client_users(cfg, k))
+            write_reviews(path, (r for r in run_data.data.reviews if r.user_id in users))
+            Console().print(f"wrote {path} ({len(users)} users)", highlight=False)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+
+
 @app.command("config")
 def show_config(
     config_file: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),

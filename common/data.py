@@ -11,7 +11,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from common.schema import Item, Review
 
@@ -371,3 +371,13 @@ def load_dataset(reviews_path: str | Path, items_path: str | Path, *, on_bad: st
     reviews, report = _read_reviews(Path(reviews_path), items, items_path)
     _apply_policy(report, on_bad)
     return ReviewData(reviews=reviews, items=items, review_report=report, item_report=item_report)
+
+
+def write_reviews(path: Path, reviews: Iterable[Review]) -> None:
+    """Reviews as gzipped JSON lines in the normalised schema (the data loader's own format)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        for r in reviews:
+            handle.write(json.dumps({"user_id": r.user_id, "item_id": r.item_id, "rating": r.rating,
+                                     "timestamp": r.timestamp, "summary": r.summary, "review_text": r.text,
+                                     "reviewer_name": r.reviewer_name}) + "\n")

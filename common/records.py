@@ -35,6 +35,7 @@ KEY_FILE = "key-file"  # unlocks the store, or:
 PASSPHRASE_FILE = "passphrase-file"
 PASSPHRASE_ENV = "passphrase-env"  # name of an environment variable holding the passphrase
 POLICY = "policy"  # path of the device's privacy policy (default: <store>.policy.toml)
+NODE_DEVICE = "device"  # where this node computes: 'auto', 'cpu' or 'cuda' (overrides the run's `device`)
 
 # Error codes of replies that carry no content. A client's error reply holds one of these codes
 # and its fixed reason below, never free text: no paths, ids, values or exception messages.

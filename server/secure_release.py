@@ -111,6 +111,23 @@ class ReleaseStrategy(Strategy):
         return None
 
 
+class SecAggPlus(SecAggPlusWorkflow):
+    """Flower's SecAgg+ workflow, tolerant of a node that drops before it sends its public keys.
+
+    Flower 1.42 keeps such a node among the sampled ones, so the unmask stage counts it as dropped
+    and asks the survivors for its secret-key shares, which it never sent them: every survivor
+    fails (KeyError) and the round is lost. It never exchanged keys, so no mask involves it: it
+    is forgotten after the setup stage, and the threshold is checked on those that remain.
+    """
+
+    def setup_stage(self, grid: Grid, context, state) -> bool:
+        started = super().setup_stage(grid, context, state)
+        if not state.active_node_ids:
+            return started
+        state.sampled_node_ids = set(state.active_node_ids)
+        return self._check_threshold(state)
+
+
 def secure_release(grid: Grid, context: Context, cfg: RunConfig, accountant: FederationAccountant,
                    statistic: str = records.RELEASE_ITEM_COUNTS, config: dict | None = None) -> Release:
     """Run one SecAgg+ release of ``statistic`` (``config``: what the devices need for it, e.g.
@@ -118,7 +135,7 @@ def secure_release(grid: Grid, context: Context, cfg: RunConfig, accountant: Fed
     strategy = ReleaseStrategy(cfg, statistic, config)
     grid = MeteredGrid(grid)
     threshold = cfg.secagg_threshold or cfg.num_clients
-    workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
+    workflow = DefaultWorkflow(fit_workflow=SecAggPlus(
         num_shares=1.0, reconstruction_threshold=threshold, max_weight=1.0, clipping_range=CLIPPING_RANGE))
     workflow(grid, LegacyContext(context, config=ServerConfig(num_rounds=1), strategy=strategy))
     if strategy.total is None:

@@ -76,7 +76,7 @@ def simulate(cfg: RunConfig, *, run_name: str = "", cpus_per_client: int | None 
 def with_canaries(cfg: RunConfig, planted: list, reviews_path: Path) -> RunConfig:
     """``cfg`` reading the configured reviews plus the planted canaries whose coin came up (written
     to ``reviews_path``, once; the devices' stores are built from it)."""
-    from common.canaries import write_reviews
+    from common.data import write_reviews
     from common.data import load_dataset
 
     if not reviews_path.is_file():

@@ -465,3 +465,29 @@ def test_item_item_scores_are_added_on_the_device(tiny_config):
     lift = after[:, b] - before[:, b]
     assert reviewed_a[0] and np.all(lift[reviewed_a] > 0) and np.allclose(lift[~reviewed_a], lift[~reviewed_a].min())
     assert np.allclose(np.delete(after, b, axis=1), np.delete(before, b, axis=1))
+
+
+@pytest.mark.parametrize("in_process_release", [{"secagg_threshold": 2}], indirect=True)
+def test_when_a_device_drops_before_sending_its_keys_then_the_others_still_release(in_process_release):
+    """A node gone before SecAgg+'s setup reply (as a SuperNode killed mid-round is): Flower's
+    workflow alone loses the round; ours releases the two others' sum."""
+    from flwr.app import Error, Message
+
+    from server.secure_release import CLIPPING_RANGE, secure_release
+
+    cfg, grid, context, sent, _ = in_process_release
+    deliver = grid.send_and_receive
+
+    def node_13_is_gone(messages, *, timeout=None):
+        alive = [m for m in messages if m.metadata.dst_node_id != 13]
+        gone = [Message(Error(code=0, reason="node unavailable"), reply_to=m) for m in messages
+                if m.metadata.dst_node_id == 13]
+        return list(deliver(alive, timeout=timeout)) + gone
+
+    grid.send_and_receive = node_13_is_gone
+    release = secure_release(grid, context, cfg, FederationAccountant(cfg.target_delta))
+    counts = [s["counts"] for s in sent if "counts" in s]
+    noise = [s["noise"] for s in sent if "noise" in s]
+    assert release.contributors == 2 and len(counts) == len(noise) == 2
+    step = 2 * CLIPPING_RANGE / 2**22
+    assert np.abs(release.total - (np.sum(counts, axis=0) + np.sum(noise, axis=0))).max() < 3 * step
