@@ -358,7 +358,7 @@ def load_checkpoint(directory: Path, cfg: RunConfig, *, num_items: int = 0) -> T
     model = TwoTowerRecommender(encoder, embed_dim=cfg.embed_dim, temperature=cfg.temperature,
                                 num_items=num_items if cfg.item_embeddings else 0,
                                 head_items=cfg.release_head_items, ratings=releases_ratings(cfg),
-                               table_width=table_width(cfg))
+                                table_width=table_width(cfg))
     heads = load_file(str(directory / HEADS_FILE))
     with torch.no_grad():
         for name, tensor in _exchanged(model).items():

@@ -55,8 +55,9 @@ def test_rows(cfg, run: Path, data) -> dict[str, dict]:
 def render(results: dict) -> str:
     """The results.md section."""
     args = results["args"]
+    seeds = sorted({r["seed"] for runs in results["runs"].values() for r in runs})
     lines = [f"Measured {results['date']} on 2 CPU cores with `python scripts/benchmark_augmentation.py` "
-             f"(seeds {', '.join(map(str, args['seeds']))}): federated, no DP, 10 clients, {args['rounds']} rounds, "
+             f"(seeds {', '.join(map(str, seeds))}): federated, no DP, 10 clients, {args['rounds']} rounds, "
              f"`augment-rate` {args['rate']:g}; each run's best checkpoint rescored on the test split of every user "
              "(each device scoring its own users). Back-translation is not measured: it needs a translation "
              "model, and none is available offline.", "",

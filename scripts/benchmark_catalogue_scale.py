@@ -110,9 +110,9 @@ def prior_quality(size: int, seeds: list[int]) -> dict[str, list[float]]:
     return out
 
 
-def table_quality(runs: list[Path], width: int) -> dict[str, list[dict]]:
+def table_quality(runs: list[Path], widths: list[int]) -> dict[str, list[dict]]:
     """Test metrics of each run's best checkpoint with exact tables and with their projection onto
-    ``width`` hashed rows (text only, and text + prior + on-device neighbours)."""
+    each of ``widths`` hashed rows (text only, and text + prior + on-device neighbours)."""
     import tempfile
 
     import torch
@@ -121,31 +121,39 @@ def table_quality(runs: list[Path], width: int) -> dict[str, list[dict]]:
     from common.model import hashed_rows, save_checkpoint
     from common.recommender import Recommender
     from common.run_data import RunData
-    from scripts.benchmark_augmentation import FUSIONS
-    from scripts.benchmark_recommender import _metrics, device_parts
+    from scripts.benchmark_recommender import device_parts
 
     out: dict[str, list[dict]] = {}
     for run in runs:
         cfg = RunConfig.from_mapping(json.loads((run / "config.json").read_text()))
         data = RunData.load(cfg)
-        recommender = Recommender(cfg, data.catalogue)
-        recommender.load_checkpoint(run / "checkpoints" / "best")
-        rows = hashed_rows(len(data.catalogue), width)
-        shared = torch.zeros(len(data.catalogue), width)
-        shared[torch.arange(len(data.catalogue)), rows[0]] += 1
-        shared[torch.arange(len(data.catalogue)), rows[1]] += 1
-        with torch.no_grad():
-            for table in (recommender.model.item_embedding.weight, recommender.model.item_bias.weight):
-                exact = table.reshape(len(data.catalogue), -1)
-                table.copy_((shared @ torch.linalg.lstsq(shared, exact).solution).reshape(table.shape))
-        with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(recommender.model, Path(tmp), meta={})
-            for label, checkpoint in (("exact", run / "checkpoints" / "best"), (f"{width} hashed rows", Path(tmp))):
-                users, parts = device_parts(cfg, data, checkpoint, 1.0)
-                out.setdefault(label, []).append({name: _metrics(sum(w * parts[p] for p, w in recipe.items()),
-                                                                 users, data, "test")
-                                                  for name, recipe in FUSIONS.items()})
+        users, parts = device_parts(cfg, data, run / "checkpoints" / "best", 1.0)
+        out.setdefault("exact", []).append(_fused(parts, users, data))
+        for width in widths:
+            recommender = Recommender(cfg, data.catalogue)
+            recommender.load_checkpoint(run / "checkpoints" / "best")
+            rows = hashed_rows(len(data.catalogue), width)
+            shared = torch.zeros(len(data.catalogue), width)
+            shared[torch.arange(len(data.catalogue)), rows[0]] += 1
+            shared[torch.arange(len(data.catalogue)), rows[1]] += 1
+            with torch.no_grad():
+                for table in (recommender.model.item_embedding.weight, recommender.model.item_bias.weight):
+                    exact = table.reshape(len(data.catalogue), -1)
+                    table.copy_((shared @ torch.linalg.lstsq(shared, exact).solution).reshape(table.shape))
+            with tempfile.TemporaryDirectory() as tmp:
+                save_checkpoint(recommender.model, Path(tmp), meta={})
+                users, parts = device_parts(cfg, data, Path(tmp), 1.0)
+            out.setdefault(f"{width} hashed rows ({len(data.catalogue) / width:.1f} items per row)", []).append(
+                _fused(parts, users, data))
     return out
+
+
+def _fused(parts: dict, users: list[str], data) -> dict:
+    from scripts.benchmark_augmentation import FUSIONS
+    from scripts.benchmark_recommender import _metrics
+
+    return {name: _metrics(sum(w * parts[p] for p, w in recipe.items()), users, data, "test")
+            for name, recipe in FUSIONS.items()}
 
 
 def main() -> None:
@@ -157,7 +165,8 @@ def main() -> None:
     parser.add_argument("--uploads-only", action="store_true", help="keep the prior's measured NDCG from the JSON")
     parser.add_argument("--tables", nargs="+", type=Path, default=None, metavar="RUN",
                         help="no-DP run directories whose tables to project onto hashed rows")
-    parser.add_argument("--table-width", type=int, default=74)
+    parser.add_argument("--table-widths", type=int, nargs="+", default=[74, 300],
+                        help="hashed rows to project the 900 items onto (74: the load of 100,000 items on 8192)")
     args = parser.parse_args()
     rows, width = [], 8192
     for size in SIZES:
@@ -174,7 +183,7 @@ def main() -> None:
     else:
         quality = {size: prior_quality(size, [0, 1, 2]) for size in SIZES}
     previous = json.loads(path.read_text()) if path.exists() else {}
-    tables = (table_quality(args.tables, args.table_width) | {"runs": [str(r) for r in args.tables]}
+    tables = (table_quality(args.tables, args.table_widths) | {"runs": [str(r) for r in args.tables]}
               if args.tables else previous.get("tables"))
     path.write_text(json.dumps({"uploads": rows, "prior-ndcg@10": quality, "tables": tables}, indent=1))
     lines = ["Measured with `python scripts/benchmark_catalogue_scale.py` (bytes per client per round; the "
@@ -194,9 +203,9 @@ def main() -> None:
     for size, q in quality.items():
         lines.append(f"| {size:,} | {mean_std(q['exact'])} | {mean_std(q['sketch'])} |")
     if tables:
-        lines += ["", f"What sharing rows costs the trained tables: the 900 real items on {args.table_width} hashed rows "
-                  "(the load of 100,000 items on 8192), as the least-squares projection of the no-DP runs' trained "
-                  f"item vectors and offsets ({len(tables['runs'])} seeds of `benchmark_augmentation.py`'s 'none' "
+        lines += ["", "What sharing rows costs the trained tables: the 900 real items on fewer hashed rows (74 rows "
+                  "carry the load of 100,000 items on the default 8192), as the least-squares projection of the no-DP runs' trained "
+                  f"item vectors and offsets ({len(tables['runs'])} seed(s) of `benchmark_augmentation.py`'s 'none' "
                   "row), test split:", "", "| tables | text only: NDCG@10 | text + prior + neighbours: NDCG@10 |",
                   "|---|---|---|"]
         for label, runs in tables.items():

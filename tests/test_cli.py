@@ -113,3 +113,23 @@ def test_when_a_simulation_finishes_then_popularity_is_printed_beside_the_model(
     row = next(line for line in result.stdout.splitlines() if "popularity" in line and "0." in line)
     assert f"{expected['ndcg@10']:.4f}" in row and f"{expected['hr@10']:.4f}" in row
     assert "PrivRec" in result.stdout and "0.2500" in result.stdout
+
+
+def test_when_data_is_split_then_each_device_gets_its_partitions_users_and_nothing_is_overwritten(tmp_path):
+    import gzip
+    import json
+
+    from common.config import RunConfig
+    from common.run_data import RunData
+
+    result = runner.invoke(app, ["data", "split", str(tmp_path), "--clients", "3"])
+    assert result.exit_code == 0, result.output
+    users = []
+    for k in range(3):
+        with gzip.open(tmp_path / f"client-{k}.jsonl.gz", "rt") as handle:
+            users.append({json.loads(line)["user_id"] for line in handle})
+    cfg = RunConfig(num_clients=3)
+    data = RunData.load(cfg)
+    assert users == [set(data.client_users(cfg, k)) for k in range(3)]  # as the simulation partitions
+    again = runner.invoke(app, ["data", "split", str(tmp_path), "--clients", "3"])
+    assert again.exit_code == 2 and "already exists; pass --force" in again.output

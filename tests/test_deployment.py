@@ -99,19 +99,28 @@ def federation(tmp_path_factory, tiny_bert):
            "SETTINGS": f"model-path='{tiny_bert}' {TINY} target-epsilon=3"}  # the second run spends the rest
     env.pop("FLWR_HOME", None)
     started: list[int] = []
-    try:
-        with open(deploy / "shell1.log", "w") as log:
-            shell1 = subprocess.Popen(["bash", "-ec", readme_block("shell 1")], cwd=REPO, env=env, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
-        started.append(shell1.pid)
+
+    def superlink(block: str) -> None:
+        with open(deploy / "shell1.log", "a") as log:
+            started.insert(0, subprocess.Popen(["bash", "-ec", block], cwd=REPO, env=env, stdout=log,
+                                               stderr=subprocess.STDOUT, start_new_session=True).pid)
         wait_for_port(port)
+
+    def restart_superlink() -> None:
+        """Stop the SuperLink, then start it again as README's shell 1 does (its credentials exist)."""
+        stop(started.pop(0))
+        superlink("\n".join(line for line in readme_block("shell 1").splitlines()
+                            if not line.startswith("privrec certs")))
+
+    try:
+        superlink(readme_block("shell 1"))
         shell2 = subprocess.run(["bash", "-ec", readme_block("shell 2")], cwd=REPO, env=env, capture_output=True,
                                 text=True, timeout=900)
         started += [int((deploy / f"device-{k}" / "node.pid").read_text()) for k in (1, 2, 3)
                     if (deploy / f"device-{k}" / "node.pid").exists()]
         assert shell2.returncode == 0, shell2.stdout[-3000:] + shell2.stderr[-3000:]
         yield {"deploy": deploy, "env": {**env, "FLWR_HOME": str(deploy / "flwr")}, "port": port,
-               "nodes": started[1:], "output": shell2.stdout + shell2.stderr}
+               "nodes": started[1:], "output": shell2.stdout + shell2.stderr, "restart": restart_superlink}
     finally:
         for pid in reversed(started):
             stop(pid)
@@ -160,9 +169,16 @@ def test_when_a_node_trusts_another_ca_then_it_is_refused(federation):
     assert result.returncode == 1 and "did not accept this node" in result.stderr
 
 
-def test_when_a_node_dies_mid_round_then_the_others_finish_the_run_on_the_same_ledgers(federation):
+def test_when_the_superlink_restarts_and_a_node_dies_mid_round_then_the_others_finish_on_the_same_ledgers(federation):
     deploy, env = federation["deploy"], federation["env"]
     before = {k: epsilon_of(deploy / f"device-{k}") for k in (1, 2, 3)}
+    outs = [deploy / f"device-{k}" / "node.out" for k in (1, 2, 3)]
+    connected = [o.read_text().count("connected, waiting for work") for o in outs]
+    federation["restart"]()  # the registered nodes are in its database; the nodes reconnect by themselves
+    deadline = time.monotonic() + 180
+    while any(o.read_text().count("connected, waiting for work") <= c for o, c in zip(outs, connected)):
+        assert time.monotonic() < deadline, [o.read_text()[-500:] for o in outs]
+        time.sleep(0.5)
     settings = f"num-clients=3 run-dir='{deploy}/runs' {env['SETTINGS']} secagg-threshold=2 min-train-clients=2"
     out = open(deploy / "run2.log", "w")
     run = subprocess.Popen(["flwr", "run", ".", "privrec", "--stream", "--run-config", settings], cwd=REPO,
