@@ -110,6 +110,8 @@ def main() -> None:
                 entry = {"seed": seed, "run": str(run), "best-round": summary["best-round"],
                          "valid": [r.get("valid-ndcg@10") for r in json.loads((run / "metrics.json").read_text())],
                          "test": test_rows(cfg, run, data), "seconds": round(time.perf_counter() - started)}
+                if path.exists():  # another process may have added rows meanwhile (one per seed)
+                    results["runs"] = json.loads(path.read_text())["runs"]
                 runs = [r for r in results["runs"].get(option, []) if r["seed"] != seed]
                 results["runs"][option] = sorted(runs + [entry], key=lambda r: r["seed"])
                 results["date"] = time.strftime("%Y-%m-%d")
