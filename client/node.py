@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from common import records
+from common.config import DEVICES
 
 # What the SuperNode (flwr 1.42) prints, and what it means for the owner.
 _RUN_ROUND = re.compile(r"\[RUN (\d+)(?:, ROUND (\d+))?\]")
@@ -78,8 +79,8 @@ class NodeSettings:
         if sum(bool(s) for s in (self.key_file, self.passphrase_file, self.passphrase_env)) != 1:
             raise NodeError("give exactly one of --key-file, --passphrase-file or --passphrase-env (the store's "
                             "secret; the ClientApp opens the store with it for every message)")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise NodeError(f"--device {self.device!r} should be 'auto', 'cpu' or 'cuda'")
+        if self.device not in DEVICES:
+            raise NodeError(f"--device {self.device!r} should be one of {', '.join(DEVICES)}")
 
     def node_config(self) -> dict[str, str]:
         """The SuperNode's node config: where this device's data, secret and rules are."""
@@ -170,14 +171,14 @@ def watch(lines: Iterable[str], status: NodeStatus, *, log_file, epsilon: Callab
 
 
 def run_node(settings: NodeSettings, *, epsilon: Callable[[], float | None], show: Callable[[str], None],
-             log_path: Path, extra_env: dict[str, str] | None = None) -> int:
+             log_path: Path) -> int:
     """Start the SuperNode, report its status until it exits, and return its exit code.
 
     The SuperNode runs in its own process group, which is stopped with it: when it dies, its
     ClientApp processes do not outlive it, and SIGTERM or Ctrl+C to this command stop them all.
     """
     command = supernode_command(settings)
-    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", **(extra_env or {})}
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
     show(time.strftime("%H:%M:%S ") + f"starting: {shlex.join(command[:1] + ['--superlink', settings.superlink])} "
          f"(full log: {log_path})")
     status = NodeStatus(epsilon=epsilon())

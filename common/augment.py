@@ -74,8 +74,8 @@ class EmbeddingNeighbours:
         words = sorted((i, w) for w, i in vocab.items() if _WORD.match(w))
         self._ids = torch.tensor([i for i, _ in words])
         self._words = [w for _, w in words]
-        self._unit = torch.nn.functional.normalize(embeddings.detach().float()[self._ids], dim=-1)
         self._all = torch.nn.functional.normalize(embeddings.detach().float(), dim=-1)
+        self._unit = self._all[self._ids]  # the whole-word candidates
         self._cache: dict[str, tuple[str, ...]] = {}
 
     def __call__(self, word: str) -> tuple[str, ...]:
