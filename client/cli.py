@@ -17,7 +17,6 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -31,16 +30,20 @@ from client.store import LocalStore, StoreError
 from client.transparency import device_report
 from common.data import DataError
 
-app = typer.Typer(help="On-device commands: prepare, inspect and re-key the encrypted local store; "
-                  "set its privacy policy.", no_args_is_help=True, pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help="On-device commands: prepare, inspect and re-key the encrypted local store; set its privacy policy.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 log = logging.getLogger("privrec")
 console = Console(stderr=True)
 
 # ValueError covers PrepareError; RuntimeError covers AnonymiserError (both imported lazily:
 # Presidio and spaCy take seconds to import and only `prepare` needs them).
-ERRORS = (EncryptionError, StoreError, DataError, FileNotFoundError, FileExistsError, ValueError,
-          RuntimeError)
-PASS_FILE = typer.Option(None, "--passphrase-file", help="File holding the passphrase (first line).")
+ERRORS = (EncryptionError, StoreError, DataError, FileNotFoundError, FileExistsError, ValueError, RuntimeError)
+PASS_FILE = typer.Option(
+    None, "--passphrase-file", help="File holding the passphrase (its whole text, less one final newline)."
+)
 PASS_ENV = typer.Option(None, "--passphrase-env", help="Name of an environment variable holding the passphrase.")
 KEY_FILE = typer.Option(None, "--key-file", help="Key file (64 hex characters) instead of a passphrase.")
 KDF_HELP = "Passphrase key derivation: 'argon2id' (default, 64 MiB) or 'scrypt'."
@@ -67,14 +70,17 @@ def prepare(
     reviews: Path = typer.Option(..., "--reviews", help="This client's reviews, JSON lines (.gz ok)."),
     items: Path = typer.Option(..., "--items", help="The item catalogue, JSON lines."),
     out: Path = typer.Option(..., "--out", help="The encrypted store to write."),
-    passphrase_file: Optional[str] = PASS_FILE,
-    passphrase_env: Optional[str] = PASS_ENV,
-    key_file: Optional[str] = KEY_FILE,
-    pii_model: str = typer.Option("auto", "--pii-model",
-                                  help="spaCy pipeline for names/places: 'auto', 'none' (pattern-only) or a name/path."),
+    passphrase_file: str | None = PASS_FILE,
+    passphrase_env: str | None = PASS_ENV,
+    key_file: str | None = KEY_FILE,
+    pii_model: str = typer.Option(
+        "auto", "--pii-model", help="spaCy pipeline for names/places: 'auto', 'none' (pattern-only) or a name/path."
+    ),
     kdf: str = typer.Option("argon2id", "--kdf", help=KDF_HELP),
     on_bad: str = typer.Option("fail", "--on-bad", help="'fail' at the first bad record or 'skip' them (counted)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing store (kept until the new one is complete)."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an existing store (kept until the new one is complete)."
+    ),
 ) -> None:
     """Validate, anonymise and encrypt this client's reviews into its local store.
 
@@ -84,23 +90,26 @@ def prepare(
     from client.prepare import prepare_store
 
     try:
-        secret = resolve_secret(passphrase_file=passphrase_file, passphrase_env=passphrase_env,
-                                key_file=key_file, prompt=True, confirm=True)
-        meta = prepare_store(reviews, items, out, secret, model=pii_model, kdf=_kdf(kdf),
-                             force=force, on_bad=on_bad)
+        secret = resolve_secret(
+            passphrase_file=passphrase_file, passphrase_env=passphrase_env, key_file=key_file, prompt=True, confirm=True
+        )
+        meta = prepare_store(reviews, items, out, secret, model=pii_model, kdf=_kdf(kdf), force=force, on_bad=on_bad)
     except ERRORS as err:
         _fail(err)
     _print_metadata(meta.public(), title=f"prepared {out}")
-    console.print(f"privacy ledger: {ledger_path(out)}; privacy policy: {policy_path(out)} (review it: "
-                  "the client refuses runs that ask for less)", highlight=False)
+    console.print(
+        f"privacy ledger: {ledger_path(out)}; privacy policy: {policy_path(out)} (review it: "
+        "the client refuses runs that ask for less)",
+        highlight=False,
+    )
 
 
 @app.command()
 def inspect(
     store: Path = typer.Argument(..., help="The encrypted store."),
-    passphrase_file: Optional[str] = PASS_FILE,
-    passphrase_env: Optional[str] = PASS_ENV,
-    key_file: Optional[str] = KEY_FILE,
+    passphrase_file: str | None = PASS_FILE,
+    passphrase_env: str | None = PASS_ENV,
+    key_file: str | None = KEY_FILE,
     as_json: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
 ) -> None:
     """Unlock a store and show its metadata (anonymiser, PII counts, users, reviews; no text), its
@@ -112,11 +121,20 @@ def inspect(
         _fail(err)
     meta = metadata.public()
     meta["privacy-policy"] = rules.to_dict()
-    meta["privacy-spent"] = {"epsilon": round(ledger.epsilon(rules), 4), "delta": rules.delta,
-                             "budget": rules.epsilon_budget, "releases": len(ledger.events),
-                             "rounds-without-dp": ledger.rounds_without_dp, "ledger-version": ledger.version}
-    meta["encryption"] = {"format-version": header.version, "kdf": header.kdf_name,
-                          "kdf-params": header.kdf_params, "chunk-size": header.chunk_size}
+    meta["privacy-spent"] = {
+        "epsilon": round(ledger.epsilon(rules), 4),
+        "delta": rules.delta,
+        "budget": rules.epsilon_budget,
+        "releases": len(ledger.events),
+        "rounds-without-dp": ledger.rounds_without_dp,
+        "ledger-version": ledger.version,
+    }
+    meta["encryption"] = {
+        "format-version": header.version,
+        "kdf": header.kdf_name,
+        "kdf-params": header.kdf_params,
+        "chunk-size": header.chunk_size,
+    }
     if as_json:
         typer.echo(json.dumps(meta, indent=2))
     else:
@@ -126,10 +144,10 @@ def inspect(
 @app.command()
 def audit(
     store: Path = typer.Argument(..., help="The encrypted store."),
-    passphrase_file: Optional[str] = PASS_FILE,
-    passphrase_env: Optional[str] = PASS_ENV,
-    key_file: Optional[str] = KEY_FILE,
-    run: Optional[int] = typer.Option(None, "--run", help="Only the replies of this run id."),
+    passphrase_file: str | None = PASS_FILE,
+    passphrase_env: str | None = PASS_ENV,
+    key_file: str | None = KEY_FILE,
+    run: int | None = typer.Option(None, "--run", help="Only the replies of this run id."),
     as_json: bool = typer.Option(False, "--json", help="Print the device's audit report as JSON."),
 ) -> None:
     """Show exactly what left this device: every reply (run, round, message, each tensor's name and
@@ -139,8 +157,10 @@ def audit(
         header = read_header(store)
         metadata, rules, ledger = _unlock(store, passphrase_file, passphrase_env, key_file)
         if not ledger.has_log:
-            raise StoreError(f"{ledger.path} has no transparency log yet: it was last written before PrivRec "
-                             "recorded what leaves a device; the replies of the next round will be on it")
+            raise StoreError(
+                f"{ledger.path} has no transparency log yet: it was last written before PrivRec "
+                "recorded what leaves a device; the replies of the next round will be on it"
+            )
     except ERRORS as err:
         _fail(err)
     report = device_report(store, metadata, header, rules, ledger, run=run)
@@ -154,15 +174,29 @@ def audit(
     for e in sent:
         tensors = "\n".join(f"{name} {tuple(shape)} {dtype}" for name, shape, dtype, _ in e.get("tensors", []))
         metrics = "\n".join(f"{name}={value:.6g}" for name, value in e.get("metrics", {}).items())
-        message = e["message"] + (f" ({e['stage']})" if e.get("stage") else "") + (
-            f" error {e['error']}" if "error" in e else "")
+        message = (
+            e["message"]
+            + (f" ({e['stage']})" if e.get("stage") else "")
+            + (f" error {e['error']}" if "error" in e else "")
+        )
         charged = e.get("epsilon-charged")
-        table.add_row(str(e["seq"]), time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["time"])), str(e["run"]),
-                      str(e["round"]), message, f"{e.get('bytes', 0):,}", tensors, metrics,
-                      "?" if charged is None else f"{charged:.4f}")
+        table.add_row(
+            str(e["seq"]),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["time"])),
+            str(e["run"]),
+            str(e["round"]),
+            message,
+            f"{e.get('bytes', 0):,}",
+            tensors,
+            metrics,
+            "?" if charged is None else f"{charged:.4f}",
+        )
     Console().print(table)
-    console.print(f"{len(sent)} replies, {sum(int(e.get('bytes', 0)) for e in sent):,} bytes; epsilon spent {spent:.3f} of "
-                  f"{rules.epsilon_budget:g} (delta {rules.delta:g})", highlight=False)
+    console.print(
+        f"{len(sent)} replies, {sum(int(e.get('bytes', 0)) for e in sent):,} bytes; epsilon spent {spent:.3f} of "
+        f"{rules.epsilon_budget:g} (delta {rules.delta:g})",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -187,12 +221,14 @@ def policy(
 @app.command("change-passphrase")
 def change_passphrase(
     store: Path = typer.Argument(..., help="The encrypted store."),
-    passphrase_file: Optional[str] = PASS_FILE,
-    passphrase_env: Optional[str] = PASS_ENV,
-    key_file: Optional[str] = KEY_FILE,
-    new_passphrase_file: Optional[str] = typer.Option(None, "--new-passphrase-file", help="File with the new passphrase."),
-    new_passphrase_env: Optional[str] = typer.Option(None, "--new-passphrase-env", help="Variable with the new passphrase."),
-    new_key_file: Optional[str] = typer.Option(None, "--new-key-file", help="New key file instead of a passphrase."),
+    passphrase_file: str | None = PASS_FILE,
+    passphrase_env: str | None = PASS_ENV,
+    key_file: str | None = KEY_FILE,
+    new_passphrase_file: str | None = typer.Option(None, "--new-passphrase-file", help="File with the new passphrase."),
+    new_passphrase_env: str | None = typer.Option(
+        None, "--new-passphrase-env", help="Variable with the new passphrase."
+    ),
+    new_key_file: str | None = typer.Option(None, "--new-key-file", help="New key file instead of a passphrase."),
     kdf: str = typer.Option("argon2id", "--kdf", help=KDF_HELP),
 ) -> None:
     """Re-encrypt a store under a new secret; the old file stays until the new one is verified.
@@ -202,10 +238,16 @@ def change_passphrase(
     from client.encryption import change_secret
 
     try:
-        old = resolve_secret(passphrase_file=passphrase_file, passphrase_env=passphrase_env,
-                             key_file=key_file, prompt=True)
-        new = resolve_secret(passphrase_file=new_passphrase_file, passphrase_env=new_passphrase_env,
-                             key_file=new_key_file, prompt=True, confirm=True)
+        old = resolve_secret(
+            passphrase_file=passphrase_file, passphrase_env=passphrase_env, key_file=key_file, prompt=True
+        )
+        new = resolve_secret(
+            passphrase_file=new_passphrase_file,
+            passphrase_env=new_passphrase_env,
+            key_file=new_key_file,
+            prompt=True,
+            confirm=True,
+        )
         change_secret(store, old, new, kdf=_kdf(kdf))
     except ERRORS as err:
         _fail(err)
@@ -229,17 +271,22 @@ def new_key(
 def node(
     store: Path = typer.Argument(..., help="This device's encrypted store (from `privrec client prepare`)."),
     superlink: str = typer.Option(..., "--superlink", help="The SuperLink's HOST:PORT (its Fleet API)."),
-    ca: Optional[Path] = typer.Option(None, "--ca", help="The federation's CA certificate (ca.crt from `privrec certs`)."),
-    auth_key: Optional[Path] = typer.Option(None, "--auth-key", help="This node's private key (registered by the "
-                                            "operator with `flwr supernode register KEY.pub`)."),
-    passphrase_file: Optional[str] = PASS_FILE,
-    passphrase_env: Optional[str] = PASS_ENV,
-    key_file: Optional[str] = KEY_FILE,
-    policy_file: Optional[Path] = typer.Option(None, "--policy", help="This device's privacy policy (default: "
-                                               "the one beside the store)."),
+    ca: Path | None = typer.Option(None, "--ca", help="The federation's CA certificate (ca.crt from `privrec certs`)."),
+    auth_key: Path | None = typer.Option(
+        None,
+        "--auth-key",
+        help="This node's private key (registered by the operator with `flwr supernode register KEY.pub`).",
+    ),
+    passphrase_file: str | None = PASS_FILE,
+    passphrase_env: str | None = PASS_ENV,
+    key_file: str | None = KEY_FILE,
+    policy_file: Path | None = typer.Option(
+        None, "--policy", help="This device's privacy policy (default: the one beside the store)."
+    ),
     device: str = typer.Option("auto", "--device", help="Where to compute: 'auto' (CUDA if present), 'cpu', 'cuda'."),
-    port: int = typer.Option(9094, "--port", help="Local port of the SuperNode's ClientApp API (one per node "
-                             "on a machine)."),
+    port: int = typer.Option(
+        9094, "--port", help="Local port of the SuperNode's ClientApp API (one per node on a machine)."
+    ),
     insecure: bool = typer.Option(False, "--insecure", help="No TLS: for a trial on one machine only (warns)."),
 ) -> None:
     """Join a deployed federation: run Flower's SuperNode for this store (TLS, node authentication),
@@ -247,9 +294,19 @@ def node(
     training round r, epsilon spent). Its full log goes beside the store. Stop it with Ctrl+C."""
     from client.node import NodeError, NodeSettings, flwr_exit_hint, run_node
 
-    settings = NodeSettings(store=store, superlink=superlink, root_certificates=ca, auth_key=auth_key,
-                            key_file=key_file, passphrase_file=passphrase_file, passphrase_env=passphrase_env,
-                            policy=policy_file, device=device, port=port, insecure=insecure)
+    settings = NodeSettings(
+        store=store,
+        superlink=superlink,
+        root_certificates=ca,
+        auth_key=auth_key,
+        key_file=key_file,
+        passphrase_file=passphrase_file,
+        passphrase_env=passphrase_env,
+        policy=policy_file,
+        device=device,
+        port=port,
+        insecure=insecure,
+    )
     try:
         settings.check()
         secret = resolve_secret(passphrase_file=passphrase_file, passphrase_env=passphrase_env, key_file=key_file)
@@ -258,8 +315,12 @@ def node(
     except (*ERRORS, NodeError) as err:
         _fail(err)
     if insecure:
-        console.print("[bold yellow]warning:[/] --insecure: no TLS, so anyone on the network path can read and "
-                      "change what this node sends; use it only on one machine", highlight=False, soft_wrap=True)
+        console.print(
+            "[bold yellow]warning:[/] --insecure: no TLS, so anyone on the network path can read and "
+            "change what this node sends; use it only on one machine",
+            highlight=False,
+            soft_wrap=True,
+        )
     key = LedgerKey.of_store(metadata.pseudonym_key)
 
     def epsilon() -> float | None:
@@ -268,18 +329,22 @@ def node(
         except (*ERRORS, OSError):
             return None
 
-    code = run_node(settings, epsilon=epsilon, show=lambda line: Console().print(line, highlight=False, soft_wrap=True),
-                    log_path=store.with_name(store.name + ".node.log"))
+    code = run_node(
+        settings,
+        epsilon=epsilon,
+        show=lambda line: Console().print(line, highlight=False, soft_wrap=True),
+        log_path=store.with_name(store.name + ".node.log"),
+    )
     if code not in (0, -2, -15, 130, 143):  # stopped, Ctrl+C or SIGTERM
         console.print(f"[bold red]error:[/] {flwr_exit_hint(code)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1)
 
 
-def _unlock(store: Path, passphrase_file: Optional[str], passphrase_env: Optional[str],
-            key_file: Optional[str]) -> tuple:
+def _unlock(store: Path, passphrase_file: str | None, passphrase_env: str | None, key_file: str | None) -> tuple:
     """(metadata, policy, ledger) of a store, after unlocking it."""
-    secret = resolve_secret(passphrase_file=passphrase_file, passphrase_env=passphrase_env, key_file=key_file,
-                            prompt=True)
+    secret = resolve_secret(
+        passphrase_file=passphrase_file, passphrase_env=passphrase_env, key_file=key_file, prompt=True
+    )
     metadata = LocalStore.open(store, secret).metadata
     rules = PrivacyPolicy.load(policy_path(store))
     return metadata, rules, PrivacyLedger.open(store, LedgerKey.of_store(metadata.pseudonym_key))

@@ -4,8 +4,14 @@ privacy policy.
 Every message is answered in the same order: find the device (store, secret, policy), refuse a
 run that asks for less privacy than the policy, open the store and lock its privacy ledger,
 then train or evaluate within the budget. Under distributed DP the train messages are SecAgg+
-stages instead, answered through ``secaggplus_mod`` (``client/secure_release.py``). Everything it sends passes the egress guard: the
-agreed tensors and allowed numbers, or an error code with a fixed reason.
+stages instead, answered through ``secaggplus_mod`` (``client/secure_release.py``). Everything it
+sends passes the egress guard: the agreed tensors and allowed numbers, or an error code with a
+fixed reason.
+
+In deployment Flower 1.42 starts a fresh ClientApp process for every message, so this module and
+what it imports stay light: the model's libraries (torch, transformers, PEFT) are imported by the
+handlers that train or score, Opacus by the ledger when it must compute an epsilon it has not
+kept, and the anonymiser only where a simulated device prepares its store.
 """
 
 from __future__ import annotations
@@ -19,8 +25,6 @@ from flwr.clientapp.mod import fixedclipping_mod
 from client.device import Device, run_settings
 from client.egress import EgressGuard
 from client.local_data import ClientData
-from client.local_evaluation import evaluate_locally
-from client.local_training import train_locally
 from client.secure_release import secure_release_mod
 from common import records
 from common.config import RunConfig
@@ -47,16 +51,21 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
 
     @app.train(mods=[policy_gate, central_clipping, secure_release_mod(config)])
     def train(msg: Message, context: Context) -> Message:
+        from client.local_training import train_locally
+
         cfg = run_settings(config, context)
         device = Device.locate(cfg, context)
         data = device.data(cfg)
         with device.ledger(data) as ledger:
-            content = train_locally(msg, data, cfg, policy=device.policy, ledger=ledger,
-                                    client_seed=_client_seed(context))
+            content = train_locally(
+                msg, data, cfg, policy=device.policy, ledger=ledger, client_seed=_client_seed(context)
+            )
         return Message(content=content, reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
+        from client.local_evaluation import evaluate_locally
+
         cfg = run_settings(config, context)
         device = Device.locate(cfg, context)
         data = device.data(cfg)

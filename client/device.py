@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from flwr.app import Context
 
@@ -24,7 +24,6 @@ from client.local_data import ClientData
 from client.policy import PrivacyPolicy, policy_path
 from client.privacy_ledger import LedgerKey, PrivacyLedger, open_locked
 from client.secrets import resolve_secret
-from client.simulated_devices import device_files, prepare_simulated_devices
 from common import records
 from common.config import RunConfig
 from common.run_data import load_catalogue
@@ -49,14 +48,19 @@ class Device:
     policy: PrivacyPolicy
 
     @classmethod
-    def locate(cls, cfg: RunConfig, context: Context) -> "Device":
+    def locate(cls, cfg: RunConfig, context: Context) -> Device:
         """This node's device: from its node config (deployment) or its simulated device."""
         node = context.node_config
         if records.STORE in node:
             store = Path(str(node[records.STORE]))
-            secret = _secret(str(node.get(records.KEY_FILE, "")), str(node.get(records.PASSPHRASE_FILE, "")),
-                             str(node.get(records.PASSPHRASE_ENV, "")))
-        else:
+            secret = _secret(
+                str(node.get(records.KEY_FILE, "")),
+                str(node.get(records.PASSPHRASE_FILE, "")),
+                str(node.get(records.PASSPHRASE_ENV, "")),
+            )
+        else:  # imported here: preparing a simulated device needs the anonymiser, a deployed node never does
+            from client.simulated_devices import device_files, prepare_simulated_devices
+
             store, key_file = device_files(cfg, int(node[records.PARTITION_ID]))
             if not store.is_file():
                 prepare_simulated_devices(cfg, [int(node[records.PARTITION_ID])], progress=False)
@@ -66,8 +70,7 @@ class Device:
 
     def data(self, cfg: RunConfig) -> ClientData:
         """The decrypted store (cached), refusing key derivations costlier than the policy allows."""
-        limits = KdfLimits(max_memory_mib=self.policy.max_kdf_memory_mib,
-                           max_iterations=self.policy.max_kdf_iterations)
+        limits = KdfLimits(max_memory_mib=self.policy.max_kdf_memory_mib, max_iterations=self.policy.max_kdf_iterations)
         return ClientData.load(self.store, self.secret, load_catalogue(cfg), kdf_limits=limits)
 
     @contextlib.contextmanager
@@ -80,5 +83,6 @@ class Device:
 @functools.lru_cache(maxsize=8)
 def _secret(key_file: str, passphrase_file: str, passphrase_env: str) -> Secret:
     # One Secret per source and process, so a passphrase's derived key is reused across rounds.
-    return resolve_secret(key_file=key_file or None, passphrase_file=passphrase_file or None,
-                          passphrase_env=passphrase_env or None)
+    return resolve_secret(
+        key_file=key_file or None, passphrase_file=passphrase_file or None, passphrase_env=passphrase_env or None
+    )

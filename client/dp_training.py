@@ -32,7 +32,7 @@ import math
 import os
 import random
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ from opacus.data_loader import DPDataLoader
 from opacus.grad_sample import register_grad_sampler
 from torch.utils.data import TensorDataset
 
-from client.privacy_ledger import ACCOUNTANTS
+from client.privacy_ledger import new_accountant
 from common.model import ItemBias, ItemTable
 from common.recommender import Recommender, TrainResult, all_examples
 from common.split import Split
@@ -77,8 +77,15 @@ def secure_random() -> random.Random:
     return random.SystemRandom()
 
 
-def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, steps: int,
-                    accountant: str, reserved: Sequence[tuple[float, float, int]] = ()) -> float:
+def calibrate_noise(
+    *,
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: str,
+    reserved: Sequence[tuple[float, float, int]] = (),
+) -> float:
     """The noise multiplier that spends ``target_epsilon`` at ``delta`` over ``steps`` DP-SGD steps
     at ``sample_rate``, leaving room for the ``reserved`` releases (e.g. the run's noised
     evaluations). Every argument is public, so the result is too.
@@ -87,11 +94,18 @@ def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, 
     composed history. Raises ValueError when the reservations alone spend the target.
     """
     if not reserved:
-        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                          sample_rate=sample_rate, steps=steps, accountant=accountant))
+        return float(
+            get_noise_multiplier(
+                target_epsilon=target_epsilon,
+                target_delta=delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=accountant,
+            )
+        )
 
     def epsilon(sigma: float) -> float:
-        acc = ACCOUNTANTS[accountant]()
+        acc = new_accountant(accountant)
         acc.history = [(sigma, sample_rate, steps), *reserved]
         return float(acc.get_epsilon(delta=delta))
 
@@ -99,8 +113,10 @@ def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, 
     while epsilon(high) > target_epsilon:
         low, high = high, 2 * high
         if high > 1e4:
-            raise ValueError(f"the reserved releases alone spend more than epsilon {target_epsilon:g}; "
-                             "lower the evaluation noise's cost or raise the target")
+            raise ValueError(
+                f"the reserved releases alone spend more than epsilon {target_epsilon:g}; "
+                "lower the evaluation noise's cost or raise the target"
+            )
     while high - low > 0.005:  # sigma to within 0.005, erring on the side of more noise
         middle = (low + high) / 2
         low, high = (middle, high) if epsilon(middle) > target_epsilon else (low, middle)
@@ -117,8 +133,10 @@ def only_training(model: torch.nn.Module, what: str):
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     keep = {n for n, _ in trainable if what == "all" or n.startswith("item_bias.")}
     if not keep:
-        raise ValueError(f"`dp-train` is {what!r} but the model has no such tensors; turn "
-                         "`item-embeddings` on or set `dp-train` to 'all'.")
+        raise ValueError(
+            f"`dp-train` is {what!r} but the model has no such tensors; turn "
+            "`item-embeddings` on or set `dp-train` to 'all'."
+        )
     try:
         for name, param in trainable:
             param.requires_grad_(name in keep)
@@ -144,16 +162,16 @@ class FrozenTowers:
         with torch.no_grad():
             self.items = self.model.encode_items(recommender.items.pooled)
             profiles = [profile for user in examples for profile, _ in user]
-            vectors = torch.cat([recommender._encode(profiles[start:start + 64])
-                                 for start in range(0, len(profiles), 64)])
+            vectors = torch.cat(
+                [recommender._encode(profiles[start : start + 64]) for start in range(0, len(profiles), 64)]
+            )
         self.model.train(was_training)
         # Padded once for the round: [users, examples, ...]; target -100 marks padding.
         counts = [len(e) for e in examples]
         self.counts = torch.tensor(counts)
         self.vectors = torch.zeros(len(users), max(counts), vectors.shape[1], device=vectors.device)
         self.targets = torch.full((len(users), max(counts)), -100, dtype=torch.long, device=vectors.device)
-        self.mask = torch.zeros(len(users), max(counts), self.items.shape[0], dtype=torch.bool,
-                                device=vectors.device)
+        self.mask = torch.zeros(len(users), max(counts), self.items.shape[0], dtype=torch.bool, device=vectors.device)
         for row, (user, own) in enumerate(zip(users, vectors.split(counts), strict=True)):
             n = counts[row]
             self.vectors[row, :n] = own
@@ -165,6 +183,7 @@ class FrozenTowers:
         """Mean over the users in ``index`` of each user's mean cross-entropy."""
         count = int(self.counts[index].max())
         users, targets = self.vectors[index, :count], self.targets[index, :count]
+        assert self.model.item_bias is not None  # these rounds train the offsets (dp-train = 'item-bias')
         logits = self.model.item_bias(torch.einsum("bpd,nd->bpn", users, self.items) / self.model.temperature)
         logits = logits.masked_fill(self.mask[index, :count], float("-inf"))
         per_example = torch.nn.functional.cross_entropy(
@@ -173,9 +192,16 @@ class FrozenTowers:
         return (per_example.sum(1) / (targets >= 0).sum(1)).mean()
 
 
-def train_private(recommender: Recommender, users: Sequence[str], split: Split, *, steps: int,
-                  noise_multiplier: float, max_grad_norm: float,
-                  sample_rate: float) -> tuple[TrainResult, list[tuple[float, float, int]]]:
+def train_private(
+    recommender: Recommender,
+    users: Sequence[str],
+    split: Split,
+    *,
+    steps: int,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    sample_rate: float,
+) -> tuple[TrainResult, list[tuple[float, float, int]]]:
     """``steps`` DP-SGD steps over ``users``; returns loss statistics (for the device's own log,
     never sent under DP) and the accountant entries [(noise multiplier, sample rate, steps)]."""
     cfg = recommender.cfg
@@ -185,35 +211,72 @@ def train_private(recommender: Recommender, users: Sequence[str], split: Split, 
     if not 0 < sample_rate <= 1:
         raise ValueError(f"`dp-sample-rate` should be in (0, 1], got {sample_rate!r}.")
     with only_training(recommender.model, cfg.dp_train) as params:
-        losses, seen = _dp_sgd(recommender, params, users, split, steps=steps, sample_rate=sample_rate,
-                               noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm)
+        losses, seen = _dp_sgd(
+            recommender,
+            params,
+            users,
+            split,
+            steps=steps,
+            sample_rate=sample_rate,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+        )
     real = [x for x in losses if not math.isnan(x)] or [float("nan")]
-    log.info("DP-SGD (%s): %d steps, noise multiplier %.3f, clip %.2f, sample rate %.4f, loss %.4f -> %.4f",
-             cfg.dp_train, len(losses), noise_multiplier, max_grad_norm, sample_rate, real[0], real[-1])
-    result = TrainResult(num_examples=len(users), steps=len(losses), examples_seen=seen,
-                         mean_loss=float(np.mean(real)), first_loss=real[0], last_loss=real[-1])
+    log.info(
+        "DP-SGD (%s): %d steps, noise multiplier %.3f, clip %.2f, sample rate %.4f, loss %.4f -> %.4f",
+        cfg.dp_train,
+        len(losses),
+        noise_multiplier,
+        max_grad_norm,
+        sample_rate,
+        real[0],
+        real[-1],
+    )
+    result = TrainResult(
+        num_examples=len(users),
+        steps=len(losses),
+        examples_seen=seen,
+        mean_loss=float(np.mean(real)),
+        first_loss=real[0],
+        last_loss=real[-1],
+    )
     return result, [(float(noise_multiplier), float(sample_rate), len(losses))]
 
 
-def _dp_sgd(recommender: Recommender, params: list[torch.nn.Parameter], users: list[str], split: Split, *,
-            steps: int, sample_rate: float, noise_multiplier: float,
-            max_grad_norm: float) -> tuple[list[float], int]:
+def _dp_sgd(
+    recommender: Recommender,
+    params: list[torch.nn.Parameter],
+    users: list[str],
+    split: Split,
+    *,
+    steps: int,
+    sample_rate: float,
+    noise_multiplier: float,
+    max_grad_norm: float,
+) -> tuple[list[float], int]:
     """The Opacus loop: a fresh engine, ``steps`` Poisson-sampled steps; losses and users seen."""
     cfg, model = recommender.cfg, recommender.model
     rng = secure_random()
     optimiser = torch.optim.AdamW(params, lr=cfg.dp_learning_rate, weight_decay=cfg.weight_decay)
     # Poisson sampling at the public rate, from OS entropy (no Opacus re-wrapping: poisson_sampling=False).
-    loader = DPDataLoader(TensorDataset(torch.arange(len(users))), sample_rate=sample_rate,
-                          generator=secure_generator())
+    loader = DPDataLoader(
+        TensorDataset(torch.arange(len(users))), sample_rate=sample_rate, generator=secure_generator()
+    )
     towers = FrozenTowers(recommender, users, split) if cfg.dp_train == "item-bias" else None
     with warnings.catch_warnings():  # "Secure RNG turned off": we pass OS-entropy generators instead
         warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
         engine = PrivacyEngine(accountant="rdp")  # its own accountant is unused: the ledger accounts
     model.train()
     module, optimiser, loader = engine.make_private(
-        module=model, optimizer=optimiser, data_loader=loader, noise_multiplier=noise_multiplier,
-        max_grad_norm=max_grad_norm, poisson_sampling=False, grad_sample_mode="hooks",
-        noise_generator=secure_generator())
+        module=model,
+        optimizer=optimiser,
+        data_loader=loader,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        poisson_sampling=False,
+        grad_sample_mode="hooks",
+        noise_generator=secure_generator(),
+    )
     optimiser.expected_batch_size = 1  # release the noisy sum: no division by the private user count
     losses: list[float] = []
     seen = 0
@@ -225,15 +288,14 @@ def _dp_sgd(recommender: Recommender, params: list[torch.nn.Parameter], users: l
                 optimiser.zero_grad(set_to_none=True)
                 if len(index) == 0:  # an empty Poisson batch: a noise-only step, still counted
                     for p in params:
-                        p.grad_sample = torch.zeros((0, *p.shape), device=p.device)
+                        p.grad_sample = torch.zeros((0, *p.shape), device=p.device)  # type: ignore[attr-defined]
                     optimiser.step()
                     losses.append(float("nan"))
                     continue
                 if towers is not None:
                     loss = towers.loss(index.tolist())
                 else:  # one random example per user; the item tower per example for its gradients
-                    loss = recommender._loss([split.train[users[i]] for i in index.tolist()], rng,
-                                             per_example=True)
+                    loss = recommender._loss([split.train[users[i]] for i in index.tolist()], rng, per_example=True)
                 loss.backward()
                 optimiser.step()
                 seen += len(index)

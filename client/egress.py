@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from flwr.app import ArrayRecord, Context, Error, Message, MessageType, MetricRecord
@@ -36,7 +36,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from client.device import Device, run_settings
 from client.encryption import EncryptionError
-from client.local_training import BadRequest
+from client.instructions import BadRequest
 from client.policy import PolicyError, PolicyRefusal
 from client.privacy_ledger import BudgetExhausted, LedgerError
 from client.secure_release import is_secure_aggregation
@@ -47,18 +47,26 @@ from common.config import ConfigError, RunConfig
 
 log = logging.getLogger(__name__)
 
-TRAIN_METRICS = frozenset({records.NUM_EXAMPLES, records.NUM_STEPS, records.EXAMPLES_SEEN,
-                           records.TRAIN_LOSS, records.TRAIN_LOSS_FIRST, records.TRAIN_LOSS_LAST,
-                           records.TRAIN_SECONDS, records.UNIFORM_WEIGHT})
+TRAIN_METRICS = frozenset(
+    {
+        records.NUM_EXAMPLES,
+        records.NUM_STEPS,
+        records.EXAMPLES_SEEN,
+        records.TRAIN_LOSS,
+        records.TRAIN_LOSS_FIRST,
+        records.TRAIN_LOSS_LAST,
+        records.TRAIN_SECONDS,
+        records.UNIFORM_WEIGHT,
+    }
+)
 DP_TRAIN_METRICS = frozenset({records.UNIFORM_WEIGHT, records.EPSILON})
 EVALUATE_METRICS = frozenset({records.EVAL_USERS, "mrr"})
 RANKING_METRIC = re.compile(r"(?:hr|ndcg)@\d{1,3}")
-ALLOWED_DTYPES = frozenset({"float32", "float16", "bfloat16"})
 FROZEN_UNDER_ITEM_BIAS_DP = "item_bias."  # the only tensors DP-SGD may change with dp-train = 'item-bias'
 # A SecAgg+ reply: the protocol's record, and the legacy fit result secaggplus_mod leaves (emptied).
-SECURE_AGGREGATION_RECORDS = frozenset({RECORD_KEY_CONFIGS, "fitres.parameters", "fitres.num_examples",
-                                        "fitres.metrics", "fitres.status"})
-
+SECURE_AGGREGATION_RECORDS = frozenset(
+    {RECORD_KEY_CONFIGS, "fitres.parameters", "fitres.num_examples", "fitres.metrics", "fitres.status"}
+)
 
 
 class EgressError(RuntimeError):
@@ -67,10 +75,14 @@ class EgressError(RuntimeError):
 
 # PrivRec's own errors, whose messages it wrote itself (logged on the device), and their codes.
 _CODES: tuple[tuple[type[BaseException], int], ...] = (
-    (EgressError, records.EGRESS_REFUSED), (BudgetExhausted, records.BUDGET_EXHAUSTED),
-    (LedgerError, records.LEDGER_UNAVAILABLE), (BadRequest, records.BAD_REQUEST),
-    (PolicyError, records.STORE_UNAVAILABLE), (StoreError, records.STORE_UNAVAILABLE),
-    (EncryptionError, records.STORE_UNAVAILABLE), (ConfigError, records.BAD_REQUEST),
+    (EgressError, records.EGRESS_REFUSED),
+    (BudgetExhausted, records.BUDGET_EXHAUSTED),
+    (LedgerError, records.LEDGER_UNAVAILABLE),
+    (BadRequest, records.BAD_REQUEST),
+    (PolicyError, records.STORE_UNAVAILABLE),
+    (StoreError, records.STORE_UNAVAILABLE),
+    (EncryptionError, records.STORE_UNAVAILABLE),
+    (ConfigError, records.BAD_REQUEST),
 )
 
 
@@ -88,11 +100,12 @@ def check_reply(request: Message, reply: Message, cfg: RunConfig | None = None) 
     allowed = {records.METRICS} | ({records.ARRAYS} if kind == MessageType.TRAIN else set())
     extra = set(content.keys()) - allowed
     if extra:
-        raise EgressError(f"refused a {kind} reply: {len(extra)} record(s) outside the allow-list "
-                          f"(allowed: {sorted(allowed)})")
+        raise EgressError(
+            f"refused a {kind} reply: {len(extra)} record(s) outside the allow-list (allowed: {sorted(allowed)})"
+        )
     private = cfg is not None and cfg.dp == "local"
     if kind == MessageType.TRAIN:
-        frozen = private and cfg.dp_train == "item-bias"
+        frozen = cfg is not None and cfg.dp == "local" and cfg.dp_train == "item-bias"
         _check_arrays(request, content.get(records.ARRAYS), frozen=frozen)
     names = (DP_TRAIN_METRICS if private else TRAIN_METRICS) if kind == MessageType.TRAIN else EVALUATE_METRICS
     _check_metrics(kind, content.get(records.METRICS), names)
@@ -119,24 +132,27 @@ def _check_secure_aggregation(reply: Message, cfg: RunConfig | None) -> None:
 def _check_arrays(request: Message, sent: object, *, frozen: bool) -> None:
     agreed = request.content.get(records.ARRAYS)
     if not isinstance(sent, ArrayRecord) or not isinstance(agreed, ArrayRecord):
-        raise EgressError("refused a train reply: it must hold an ArrayRecord "
-                          f"'{records.ARRAYS}' answering the server's one")
+        raise EgressError(
+            f"refused a train reply: it must hold an ArrayRecord '{records.ARRAYS}' answering the server's one"
+        )
     if set(sent.keys()) != set(agreed.keys()):
         unknown, missing = len(set(sent.keys()) - set(agreed.keys())), len(set(agreed.keys()) - set(sent.keys()))
-        raise EgressError(f"refused a train reply: {unknown} tensor name(s) the server did not send, "
-                          f"{missing} missing")
+        raise EgressError(f"refused a train reply: {unknown} tensor name(s) the server did not send, {missing} missing")
     for name, array in sent.items():
         if tuple(array.shape) != tuple(agreed[name].shape):
-            raise EgressError(f"refused a train reply: tensor {name!r} has shape {tuple(array.shape)}, "
-                              f"the server's has {tuple(agreed[name].shape)}")
-        if str(array.dtype) not in ALLOWED_DTYPES:
-            raise EgressError(f"refused a train reply: tensor {name!r} has dtype {array.dtype}; only "
-                              f"{sorted(ALLOWED_DTYPES)} may leave")
+            raise EgressError(
+                f"refused a train reply: tensor {name!r} has shape {tuple(array.shape)}, "
+                f"the server's has {tuple(agreed[name].shape)}"
+            )
+        if str(array.dtype) not in records.TENSOR_DTYPES:
+            raise EgressError(
+                f"refused a train reply: tensor {name!r} has dtype {array.dtype}; only "
+                f"{sorted(records.TENSOR_DTYPES)} may leave"
+            )
         if frozen and not name.startswith(FROZEN_UNDER_ITEM_BIAS_DP):
             mine, theirs = array.numpy(), agreed[name].numpy().astype(array.numpy().dtype)
             if not np.array_equal(mine, theirs):
-                raise EgressError(f"refused a train reply: tensor {name!r} was frozen this round but "
-                                  "changed")
+                raise EgressError(f"refused a train reply: tensor {name!r} was frozen this round but changed")
 
 
 def _check_metrics(kind: str, metrics: object, names: frozenset[str]) -> None:
@@ -147,8 +163,9 @@ def _check_metrics(kind: str, metrics: object, names: frozenset[str]) -> None:
     ranking = kind == MessageType.EVALUATE
     unlisted = [n for n in metrics.keys() if n not in names and not (ranking and RANKING_METRIC.fullmatch(n))]
     if unlisted:
-        raise EgressError(f"refused a {kind} reply: {len(unlisted)} metric name(s) outside the allow-list "
-                          f"{sorted(names)}")
+        raise EgressError(
+            f"refused a {kind} reply: {len(unlisted)} metric name(s) outside the allow-list {sorted(names)}"
+        )
     for name, value in metrics.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise EgressError(f"refused a {kind} reply: metric {name!r} must be one finite number")
@@ -178,8 +195,7 @@ class EgressGuard:
     def __init__(self, config: RunConfig | None = None) -> None:
         self.config = config
 
-    def __call__(self, msg: Message, context: Context,
-                 call_next: Callable[[Message, Context], Message]) -> Message:
+    def __call__(self, msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
         kind = msg.metadata.message_type
         cfg, before, request = None, None, _request_facts(msg)
         try:
@@ -194,8 +210,13 @@ class EgressGuard:
         except Exception as err:  # noqa: BLE001 - every failure must leave as a fixed code
             code = code_of(err)
             unexpected = code in (records.CLIENT_FAILED, records.EGRESS_REFUSED)  # a bug, not a refusal
-            log.log(logging.ERROR if unexpected else logging.WARNING, "%s refused (code %d): %s", kind, code,
-                    f"{type(err).__name__} (details at debug level)" if code == records.CLIENT_FAILED else err)
+            log.log(
+                logging.ERROR if unexpected else logging.WARNING,
+                "%s refused (code %d): %s",
+                kind,
+                code,
+                f"{type(err).__name__} (details at debug level)" if code == records.CLIENT_FAILED else err,
+            )
             log.debug("details of the %s failure", kind, exc_info=True)
             reply = error_reply(msg, code)
         return _logged(msg, reply, cfg, context, request, before)
@@ -220,8 +241,9 @@ def _epsilon_spent(cfg: RunConfig, context: Context) -> float | None:
         return None
 
 
-def _logged(msg: Message, reply: Message, cfg: RunConfig | None, context: Context, request: dict,
-            before: float | None) -> Message:
+def _logged(
+    msg: Message, reply: Message, cfg: RunConfig | None, context: Context, request: dict, before: float | None
+) -> Message:
     """``reply``, once its transparency-log entry is written; a reply that cannot be logged is not
     sent (an error reply, which carries only its code, still goes)."""
     try:
@@ -230,15 +252,25 @@ def _logged(msg: Message, reply: Message, cfg: RunConfig | None, context: Contex
         device = Device.locate(cfg, context)
         with device.ledger(device.data(cfg)) as ledger:
             total = ledger.epsilon(device.policy)
-            ledger.record_sent({**request, **describe_reply(reply), "epsilon-total": total,
-                                "epsilon-charged": None if before is None else max(total - before, 0.0)})
+            ledger.record_sent(
+                {
+                    **request,
+                    **describe_reply(reply),
+                    "epsilon-total": total,
+                    "epsilon-charged": None if before is None else max(total - before, 0.0),
+                }
+            )
     except Exception as err:  # noqa: BLE001 - the store or ledger is unusable
         if reply.has_error():
-            log.warning("%s error reply not in the transparency log (%s)", msg.metadata.message_type,
-                        type(err).__name__)
+            log.warning(
+                "%s error reply not in the transparency log (%s)", msg.metadata.message_type, type(err).__name__
+            )
             return reply
-        log.error("%s reply withheld: its transparency-log entry could not be written (%s)",
-                  msg.metadata.message_type, err if isinstance(err, (LedgerError, StoreError)) else type(err).__name__)
+        log.error(
+            "%s reply withheld: its transparency-log entry could not be written (%s)",
+            msg.metadata.message_type,
+            err if isinstance(err, (LedgerError, StoreError)) else type(err).__name__,
+        )
         return error_reply(msg, records.LEDGER_UNAVAILABLE)
     return reply
 

@@ -64,6 +64,8 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from common.files import fsync_folder
+
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
@@ -115,10 +117,9 @@ class KdfSettings:
         if not self.params:
             object.__setattr__(self, "params", _DEFAULT_PARAMS[self.name])
         if len(self.params) != 3 or any(type(v) is not int for v in self.params):
-            raise EncryptionError(f"{self.name} needs three integers {KDF_PARAM_NAMES[self.name]}, "
-                                  f"got {self.params!r}")
+            raise EncryptionError(f"{self.name} needs three integers {KDF_PARAM_NAMES[self.name]}, got {self.params!r}")
         object.__setattr__(self, "params", tuple(self.params))
-        for (name, low, high), value in zip(_limits(self.name, self.params), self.params):
+        for (name, low, high), value in zip(_limits(self.name, self.params), self.params, strict=False):
             if not low <= value <= high:
                 raise EncryptionError(f"{self.name} {name} should be between {low} and {high}, got {value}")
 
@@ -139,7 +140,7 @@ class KdfSettings:
 
     def as_dict(self) -> dict[str, int]:
         """Parameter name -> value."""
-        return dict(zip(KDF_PARAM_NAMES[self.name], self.params))
+        return dict(zip(KDF_PARAM_NAMES[self.name], self.params, strict=False))
 
     def memory_bytes(self) -> int:
         """Memory one derivation needs."""
@@ -168,11 +169,13 @@ class KdfLimits:
         passes = kdf.params[0] if kdf.name == "argon2id" else kdf.params[2]
         memory_mib = kdf.memory_bytes() >> 20
         if memory_mib > self.max_memory_mib or passes > self.max_iterations:
-            raise EncryptionError(f"{source} asks for a costlier key derivation ({kdf.name}, {memory_mib} MiB, "
-                                  f"{passes} passes) than this device allows ({self.max_memory_mib} MiB, "
-                                  f"{self.max_iterations} passes); it was not derived. Raise "
-                                  "`max-kdf-memory-mib`/`max-kdf-iterations` in the device policy only if "
-                                  "you made this store yourself")
+            raise EncryptionError(
+                f"{source} asks for a costlier key derivation ({kdf.name}, {memory_mib} MiB, "
+                f"{passes} passes) than this device allows ({self.max_memory_mib} MiB, "
+                f"{self.max_iterations} passes); it was not derived. Raise "
+                "`max-kdf-memory-mib`/`max-kdf-iterations` in the device policy only if "
+                "you made this store yourself"
+            )
 
 
 def _limits(name: str, params: tuple[int, ...]) -> list[tuple[str, int, int]]:
@@ -220,21 +223,27 @@ class Secret:
         try:
             raw = file.read_bytes()
         except FileNotFoundError:
-            raise EncryptionError(f"key file {file} not found; check the path or create one with "
-                                  "make_key_file") from None
+            raise EncryptionError(
+                f"key file {file} not found; check the path or create one with make_key_file"
+            ) from None
         except OSError as err:
-            raise EncryptionError(f"cannot read key file {file}: {err.strerror or err}; "
-                                  "check its permissions") from None
+            raise EncryptionError(
+                f"cannot read key file {file}: {err.strerror or err}; check its permissions"
+            ) from None
         warn_if_shared(file, "key file")
         text = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw
         if len(text) != 2 * KEY_SIZE:
-            raise EncryptionError(f"{file} is not a PrivRec key file: expected {2 * KEY_SIZE} hex characters, "
-                                  f"found {len(text)} bytes; pass the right file or create one with make_key_file")
+            raise EncryptionError(
+                f"{file} is not a PrivRec key file: expected {2 * KEY_SIZE} hex characters, "
+                f"found {len(text)} bytes; pass the right file or create one with make_key_file"
+            )
         try:
             key = bytes.fromhex(text.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
-            raise EncryptionError(f"{file} is not a PrivRec key file: it holds characters other than hex "
-                                  "digits; pass the right file or create one with make_key_file") from None
+            raise EncryptionError(
+                f"{file} is not a PrivRec key file: it holds characters other than hex "
+                "digits; pass the right file or create one with make_key_file"
+            ) from None
         return cls("key-file", key)
 
     @property
@@ -257,8 +266,7 @@ class Secret:
         if cached is None:
             started = time.perf_counter()
             cached = _derive(self._material, kdf, salt)
-            logger.debug("derived a key with %s %s in %.2f s", kdf.name, kdf.as_dict(),
-                         time.perf_counter() - started)
+            logger.debug("derived a key with %s %s in %.2f s", kdf.name, kdf.as_dict(), time.perf_counter() - started)
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[cache_key] = cached
@@ -269,23 +277,30 @@ def _derive(passphrase: bytes, kdf: KdfSettings, salt: bytes) -> bytes:
     try:
         if kdf.name == "argon2id":
             iterations, memory_kib, lanes = kdf.params
-            return Argon2id(salt=salt, length=KEY_SIZE, iterations=iterations, lanes=lanes,
-                            memory_cost=memory_kib).derive(passphrase)
+            return Argon2id(
+                salt=salt, length=KEY_SIZE, iterations=iterations, lanes=lanes, memory_cost=memory_kib
+            ).derive(passphrase)
         log2_n, r, p = kdf.params
         return Scrypt(salt=salt, length=KEY_SIZE, n=1 << log2_n, r=r, p=p).derive(passphrase)
     except UnsupportedAlgorithm:
-        raise EncryptionError(f"{kdf.name} is not available in this build of the cryptography package; "
-                              "upgrade cryptography or use the other key derivation") from None
+        raise EncryptionError(
+            f"{kdf.name} is not available in this build of the cryptography package; "
+            "upgrade cryptography or use the other key derivation"
+        ) from None
     except MemoryError:
-        raise EncryptionError(f"not enough memory for {kdf.name} ({kdf.memory_bytes() >> 20} MiB); "
-                              "free memory or use smaller key derivation settings") from None
+        raise EncryptionError(
+            f"not enough memory for {kdf.name} ({kdf.memory_bytes() >> 20} MiB); "
+            "free memory or use smaller key derivation settings"
+        ) from None
 
 
 def make_key_file(path: PathLike, *, force: bool = False) -> Path:
     """Write a new random 32-byte key as hex to ``path`` (mode 0o600, atomic); never overwrites unless force."""
     target = Path(path)
-    exists = (f"{target} already exists; pass --force to replace it (stores locked with the old key "
-              "cannot be opened with the new one)")
+    exists = (
+        f"{target} already exists; pass --force to replace it (stores locked with the old key "
+        "cannot be opened with the new one)"
+    )
     if not force and (target.exists() or target.is_symlink()):
         raise EncryptionError(exists)
     with contextlib.suppress(OSError):  # a new device's folder; an unwritable one fails just below
@@ -300,8 +315,9 @@ def make_key_file(path: PathLike, *, force: bool = False) -> Path:
         _publish(tmp, target, force=force, exists_message=exists)
     except OSError as err:
         _remove_quietly(tmp)
-        raise EncryptionError(f"cannot write key file {target}: {err.strerror or err}; "
-                              "check that its folder exists and is writable") from None
+        raise EncryptionError(
+            f"cannot write key file {target}: {err.strerror or err}; check that its folder exists and is writable"
+        ) from None
     except BaseException:
         _remove_quietly(tmp)
         raise
@@ -316,8 +332,9 @@ def warn_if_shared(path: Path, what: str) -> None:
     except OSError:
         return
     if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
-        logger.warning("%s %s can be read by other users (mode %o); run: chmod 600 %s",
-                       what, path, stat.S_IMODE(mode), path)
+        logger.warning(
+            "%s %s can be read by other users (mode %o); run: chmod 600 %s", what, path, stat.S_IMODE(mode), path
+        )
 
 
 # ----- header -------------------------------------------------------------------------------------
@@ -354,6 +371,7 @@ class _Parsed:
 
 
 def _build_header(secret: Secret, kdf: KdfSettings | None, chunk_size: int) -> tuple[bytes, bytes, AESGCM]:
+    params: tuple[int, ...]
     if secret.kind == "key-file":
         kdf_id, kdf_used, params = KDF_IDS["key-file"], None, (0, 0, 0)
     else:
@@ -378,33 +396,45 @@ def _key_check(check_key: bytes, covered: bytes) -> bytes:
 
 def _parse_header(raw: bytes, source: str) -> _Parsed:
     if raw and len(raw) < HEADER_SIZE and MAGIC.startswith(raw[: len(MAGIC)]):
-        raise EncryptionError(f"{source} is damaged: its header is cut short ({len(raw)} of {HEADER_SIZE} "
-                              f"bytes); {_READ_HINT}")
+        raise EncryptionError(
+            f"{source} is damaged: its header is cut short ({len(raw)} of {HEADER_SIZE} bytes); {_READ_HINT}"
+        )
     if raw[: len(MAGIC)] != MAGIC:
-        raise EncryptionError(f"{source} is not a PrivRec encrypted file (it does not start with the PrivRec "
-                              "marker); pass an encrypted store or prepare one first")
+        raise EncryptionError(
+            f"{source} is not a PrivRec encrypted file (it does not start with the PrivRec "
+            "marker); pass an encrypted store or prepare one first"
+        )
     _magic, version, kdf_id, a, b, c, salt, prefix, chunk_size = _PREFIX.unpack(raw[: _PREFIX.size])
     if version != FORMAT_VERSION:
-        raise EncryptionError(f"{source} uses store format version {version}, but this PrivRec reads only "
-                              f"version {FORMAT_VERSION}; open it with a matching PrivRec version")
+        raise EncryptionError(
+            f"{source} uses store format version {version}, but this PrivRec reads only "
+            f"version {FORMAT_VERSION}; open it with a matching PrivRec version"
+        )
     if kdf_id not in KDF_NAMES:
-        raise EncryptionError(f"{source} names an unknown key derivation (id {kdf_id}); it was tampered with "
-                              f"or made by a newer PrivRec; {_READ_HINT}")
+        raise EncryptionError(
+            f"{source} names an unknown key derivation (id {kdf_id}); it was tampered with "
+            f"or made by a newer PrivRec; {_READ_HINT}"
+        )
     if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
-        raise EncryptionError(f"{source} has an unsafe chunk size {chunk_size} in its header (allowed 1 .. "
-                              f"{MAX_CHUNK_SIZE}); it was tampered with; {_READ_HINT}")
+        raise EncryptionError(
+            f"{source} has an unsafe chunk size {chunk_size} in its header (allowed 1 .. "
+            f"{MAX_CHUNK_SIZE}); it was tampered with; {_READ_HINT}"
+        )
     kdf: KdfSettings | None = None
     if KDF_NAMES[kdf_id] == "key-file":
         if (a, b, c) != (0, 0, 0):
-            raise EncryptionError(f"{source} has key-derivation numbers in a key-file header; it was tampered "
-                                  f"with; {_READ_HINT}")
+            raise EncryptionError(
+                f"{source} has key-derivation numbers in a key-file header; it was tampered with; {_READ_HINT}"
+            )
     else:
         try:
             kdf = KdfSettings(KDF_NAMES[kdf_id], (a, b, c))
         except EncryptionError as err:
-            raise EncryptionError(f"{source} asks for unsafe key-derivation settings ({err}); it was tampered "
-                                  f"with or not made by PrivRec; {_READ_HINT}") from None
-    return _Parsed(raw[:HEADER_SIZE], kdf, salt, prefix, chunk_size, raw[_PREFIX.size:HEADER_SIZE])
+            raise EncryptionError(
+                f"{source} asks for unsafe key-derivation settings ({err}); it was tampered "
+                f"with or not made by PrivRec; {_READ_HINT}"
+            ) from None
+    return _Parsed(raw[:HEADER_SIZE], kdf, salt, prefix, chunk_size, raw[_PREFIX.size : HEADER_SIZE])
 
 
 def _unlock(parsed: _Parsed, secret: Secret, source: str, limits: KdfLimits | None = None) -> AESGCM:
@@ -413,8 +443,9 @@ def _unlock(parsed: _Parsed, secret: Secret, source: str, limits: KdfLimits | No
     if parsed.kdf is None and secret.kind != "key-file":
         raise EncryptionError(f"{source} is locked with a key file, not a passphrase; pass --key-file")
     if parsed.kdf is not None and secret.kind == "key-file":
-        raise EncryptionError(f"{source} is locked with a passphrase, not a key file; pass "
-                              "--passphrase-file or --passphrase-env")
+        raise EncryptionError(
+            f"{source} is locked with a passphrase, not a key file; pass --passphrase-file or --passphrase-env"
+        )
     enc_key, check_key = _subkeys(secret.master_key(parsed.kdf, parsed.salt), parsed.salt)
     if not hmac.compare_digest(_key_check(check_key, parsed.raw[: _PREFIX.size]), parsed.key_check):
         raise EncryptionError(f"wrong passphrase or key for {source} (or its header was changed)")
@@ -427,7 +458,7 @@ def _chunk_info(index: int, last: bool) -> bytes:
 
 
 def _rechunk(data: bytes | Iterable[bytes], chunk_size: int) -> Iterator[tuple[bytes, bool]]:
-    pieces: Iterable[bytes] = (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    pieces: Iterable[bytes] = (data,) if isinstance(data, bytes) else data
     buffer = bytearray()
     for piece in pieces:
         if isinstance(piece, str):
@@ -445,8 +476,9 @@ def _rechunk(data: bytes | Iterable[bytes], chunk_size: int) -> Iterator[tuple[b
     yield bytes(buffer), True
 
 
-def _encrypt_stream(data: bytes | Iterable[bytes], secret: Secret, kdf: KdfSettings | None,
-                    chunk_size: int) -> Iterator[bytes]:
+def _encrypt_stream(
+    data: bytes | Iterable[bytes], secret: Secret, kdf: KdfSettings | None, chunk_size: int
+) -> Iterator[bytes]:
     """Header, then each ciphertext chunk."""
     if type(chunk_size) is not int or not 1 <= chunk_size <= MAX_CHUNK_SIZE:
         raise EncryptionError(f"chunk size should be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size!r}")
@@ -454,8 +486,9 @@ def _encrypt_stream(data: bytes | Iterable[bytes], secret: Secret, kdf: KdfSetti
     yield header
     for index, (plain, last) in enumerate(_rechunk(data, chunk_size)):
         if index >= MAX_CHUNKS:
-            raise EncryptionError(f"too much data for chunk size {chunk_size} (more than 2**32 chunks); "
-                                  "use a larger chunk size")
+            raise EncryptionError(
+                f"too much data for chunk size {chunk_size} (more than 2**32 chunks); use a larger chunk size"
+            )
         info = _chunk_info(index, last)
         yield aead.encrypt(prefix + info, plain, header + info)
 
@@ -483,8 +516,9 @@ def _decrypt_stream(handle: IO[bytes], parsed: _Parsed, aead: AESGCM, source: st
 
 
 def _damaged(source: str, index: int) -> EncryptionError:
-    return EncryptionError(f"{source} is damaged or was tampered with: chunk {index} failed authentication; "
-                           f"{_READ_HINT}")
+    return EncryptionError(
+        f"{source} is damaged or was tampered with: chunk {index} failed authentication; {_READ_HINT}"
+    )
 
 
 def _read(handle: IO[bytes], size: int, source: str) -> bytes:
@@ -500,12 +534,12 @@ def _open(path: Path) -> IO[bytes]:
     except FileNotFoundError:
         raise EncryptionError(f"{path} not found; check the path or prepare the store first") from None
     except OSError as err:
-        raise EncryptionError(f"cannot read {path}: {err.strerror or err}; check the path and its "
-                              "permissions") from None
+        raise EncryptionError(
+            f"cannot read {path}: {err.strerror or err}; check the path and its permissions"
+        ) from None
 
 
-def _open_verified(path: Path, secret: Secret,
-                   limits: KdfLimits | None = None) -> tuple[IO[bytes], _Parsed, AESGCM]:
+def _open_verified(path: Path, secret: Secret, limits: KdfLimits | None = None) -> tuple[IO[bytes], _Parsed, AESGCM]:
     handle = _open(path)
     try:
         parsed = _parse_header(_read(handle, HEADER_SIZE, str(path)), str(path))
@@ -524,10 +558,12 @@ def _closing(handle: IO[bytes], chunks: Iterator[bytes]) -> Iterator[bytes]:
 def _new_temp(target: Path) -> tuple[IO[bytes], Path]:
     try:
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - the caller closes it
-            dir=target.parent, delete=False, prefix=f".{target.name}.", suffix=".tmp")
+            dir=target.parent, delete=False, prefix=f".{target.name}.", suffix=".tmp"
+        )
     except OSError as err:
-        raise EncryptionError(f"cannot write {target}: {err.strerror or err}; check that its folder exists "
-                              "and is writable") from None
+        raise EncryptionError(
+            f"cannot write {target}: {err.strerror or err}; check that its folder exists and is writable"
+        ) from None
     return handle, Path(handle.name)
 
 
@@ -546,20 +582,7 @@ def _publish(tmp: Path, target: Path, *, force: bool, exists_message: str) -> No
             os.replace(tmp, target)
         else:
             os.unlink(tmp)
-    _fsync_folder(target.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_folder(target.parent)
 
 
 def _remove_quietly(path: Path) -> None:
@@ -571,8 +594,9 @@ def _remove_quietly(path: Path) -> None:
         logger.warning("could not remove temporary file %s (%s); delete it by hand", path, err.strerror)
 
 
-def _write_temp(target: Path, data: bytes | Iterable[bytes], secret: Secret, kdf: KdfSettings | None,
-                chunk_size: int) -> tuple[Path, int]:
+def _write_temp(
+    target: Path, data: bytes | Iterable[bytes], secret: Secret, kdf: KdfSettings | None, chunk_size: int
+) -> tuple[Path, int]:
     """Encrypt into a synced temp file beside ``target``; returns its path and size (removed on error).
 
     Any OS error while writing, flushing, syncing or closing (a full disk shows up at flush for
@@ -589,8 +613,10 @@ def _write_temp(target: Path, data: bytes | Iterable[bytes], secret: Secret, kdf
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as err:
-            raise EncryptionError(f"cannot write {target}: {err.strerror or type(err).__name__}; check free "
-                                  "space and permissions of its folder (nothing was replaced)") from None
+            raise EncryptionError(
+                f"cannot write {target}: {err.strerror or type(err).__name__}; check free "
+                "space and permissions of its folder (nothing was replaced)"
+            ) from None
     except BaseException:
         _remove_quietly(tmp)
         raise
@@ -598,13 +624,20 @@ def _write_temp(target: Path, data: bytes | Iterable[bytes], secret: Secret, kdf
 
 
 # ----- public API ---------------------------------------------------------------------------------
-def write_encrypted(path: PathLike, data: bytes | Iterable[bytes], secret: Secret, *,
-                    kdf: KdfSettings | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                    force: bool = False) -> int:
+def write_encrypted(
+    path: PathLike,
+    data: bytes | Iterable[bytes],
+    secret: Secret,
+    *,
+    kdf: KdfSettings | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    force: bool = False,
+) -> int:
     """Encrypt ``data`` (bytes or an iterable of byte pieces) into ``path`` atomically; returns bytes written."""
     target = Path(path)
-    exists = (f"{target} already exists; pass --force to replace it (the old store is kept until the new "
-              "one is complete)")
+    exists = (
+        f"{target} already exists; pass --force to replace it (the old store is kept until the new one is complete)"
+    )
     if not force and (target.exists() or target.is_symlink()):
         raise EncryptionError(exists)
     tmp, written = _write_temp(target, data, secret, kdf, chunk_size)
@@ -612,8 +645,9 @@ def write_encrypted(path: PathLike, data: bytes | Iterable[bytes], secret: Secre
         _publish(tmp, target, force=force, exists_message=exists)
     except OSError as err:
         _remove_quietly(tmp)
-        raise EncryptionError(f"cannot write {target}: {err.strerror or err}; check permissions of its "
-                              "folder") from None
+        raise EncryptionError(
+            f"cannot write {target}: {err.strerror or err}; check permissions of its folder"
+        ) from None
     except BaseException:
         _remove_quietly(tmp)
         raise
@@ -643,8 +677,13 @@ def read_header(path: PathLike) -> Header:
         return _parse_header(_read(handle, HEADER_SIZE, str(path)), str(path)).public()
 
 
-def encrypt_bytes(data: bytes | Iterable[bytes], secret: Secret, *, kdf: KdfSettings | None = None,
-                  chunk_size: int = DEFAULT_CHUNK_SIZE) -> bytes:
+def encrypt_bytes(
+    data: bytes | Iterable[bytes],
+    secret: Secret,
+    *,
+    kdf: KdfSettings | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> bytes:
     """In-memory :func:`write_encrypted`: the encrypted file as bytes."""
     return b"".join(_encrypt_stream(data, secret, kdf, chunk_size))
 
@@ -685,14 +724,15 @@ def change_secret(path: PathLike, old: Secret, new: Secret, *, kdf: KdfSettings 
             for piece in _decrypt_stream(tmp_handle, tmp_parsed, tmp_aead, str(tmp)):
                 check.update(piece)
         if not hmac.compare_digest(check.digest(), digest.digest()):
-            raise EncryptionError(f"re-encrypting {target} did not verify; {target} was left unchanged, "
-                                  "try again")
+            raise EncryptionError(f"re-encrypting {target} did not verify; {target} was left unchanged, try again")
         os.replace(tmp, target)
-        _fsync_folder(target.parent)
+        fsync_folder(target.parent)
     except OSError as err:
         _remove_quietly(tmp)
-        raise EncryptionError(f"cannot replace {target}: {err.strerror or err}; check permissions of its "
-                              f"folder ({target} was left unchanged)") from None
+        raise EncryptionError(
+            f"cannot replace {target}: {err.strerror or err}; check permissions of its "
+            f"folder ({target} was left unchanged)"
+        ) from None
     except BaseException:
         _remove_quietly(tmp)
         raise

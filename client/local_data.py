@@ -38,8 +38,9 @@ class ClientData:
         return users
 
     @classmethod
-    def load(cls, store: str | Path, secret: Secret, catalogue: Catalogue, *,
-             kdf_limits: KdfLimits | None = None) -> "ClientData":
+    def load(
+        cls, store: str | Path, secret: Secret, catalogue: Catalogue, *, kdf_limits: KdfLimits | None = None
+    ) -> ClientData:
         """Decrypt ``store`` into memory (cached per file version and catalogue).
 
         Reviews of items the catalogue does not hold are left out (counted in the log): the
@@ -56,9 +57,13 @@ def _load(key: tuple, secret: Secret, catalogue: Catalogue, kdf_limits: KdfLimit
     local = LocalStore.open(key[0], secret, kdf_limits=kdf_limits)
     known = [r for r in local.reviews if r.item_id in catalogue.index]
     if len(known) < len(local.reviews):
-        log.warning("store %s: %d review(s) of items missing from the catalogue left out", key[0],
-                    len(local.reviews) - len(known))
+        log.warning(
+            "store %s: %d review(s) of items missing from the catalogue left out",
+            key[0],
+            len(local.reviews) - len(known),
+        )
     split = leave_last_out(known)
-    log.info("opened store %s: %d reviews of %d users (%s)", key[0], len(known),
-             len(split.train), local.metadata.anonymiser)
+    log.info(
+        "opened store %s: %d reviews of %d users (%s)", key[0], len(known), len(split.train), local.metadata.anonymiser
+    )
     return ClientData(metadata=local.metadata, split=split, catalogue=catalogue)

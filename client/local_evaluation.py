@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import cast
 
 import numpy as np
 from flwr.app import Message, MetricRecord, RecordDict
 
+from client.instructions import BadRequest, server_round
 from client.local_data import ClientData
-from client.local_training import BadRequest, global_model, server_round
+from client.local_training import global_model
 from client.policy import PolicyRefusal, PrivacyPolicy
 from client.privacy_ledger import PrivacyLedger
 from common import records
@@ -38,8 +40,9 @@ log = logging.getLogger(__name__)
 USER_SENSITIVITY = 2.0  # L2 norm bound of one user's (1, hr, ndcg, mrr)
 
 
-def evaluate_locally(msg: Message, data: ClientData, cfg: RunConfig, *, policy: PrivacyPolicy,
-                     ledger: PrivacyLedger) -> RecordDict:
+def evaluate_locally(
+    msg: Message, data: ClientData, cfg: RunConfig, *, policy: PrivacyPolicy, ledger: PrivacyLedger
+) -> RecordDict:
     """Rank each local user's held-out item with the server's tensors; reply with (noised) sums."""
     config = msg.content.get(records.CONFIG)
     target = config.get(records.EVAL_TARGET, "valid") if config is not None else "valid"
@@ -47,8 +50,11 @@ def evaluate_locally(msg: Message, data: ClientData, cfg: RunConfig, *, policy: 
         raise BadRequest(f"`{records.EVAL_TARGET}` should be 'valid' or 'test'")
     run_id, round_number = int(msg.metadata.run_id), server_round(msg)
     if ledger.evaluations(run_id, round_number) >= policy.max_evaluations_per_round:
-        raise PolicyRefusal(f"evaluation refused: {policy.max_evaluations_per_round} evaluation(s) already "
-                            f"answered in run {run_id}, round {round_number}", code=records.EVALUATION_LIMIT)
+        raise PolicyRefusal(
+            f"evaluation refused: {policy.max_evaluations_per_round} evaluation(s) already "
+            f"answered in run {run_id}, round {round_number}",
+            code=records.EVALUATION_LIMIT,
+        )
     noise = policy.eval_noise_multiplier
     entries = [(noise, 1.0, 1)] if policy.noised_evaluation else []
     if entries:
@@ -57,15 +63,22 @@ def evaluate_locally(msg: Message, data: ClientData, cfg: RunConfig, *, policy: 
     if not entries and target == "valid":
         limit = math.ceil(cfg.max_eval_users / cfg.num_clients)
     users = data.eval_users(target, limit=limit, seed=cfg.seed)
-    ranks = global_model(msg, data, cfg).ranks(users, data.split, target=target) if users else []
-    values = {records.EVAL_USERS: float(len(ranks)), **metric_sums(ranks, k=cfg.eval_k)}
+    ranks = global_model(msg, data, cfg).ranks(users, data.split, target=target) if users else np.zeros(0, int)
+    values: dict[str, float] = {records.EVAL_USERS: float(len(ranks)), **metric_sums(ranks, k=cfg.eval_k)}
     if entries:
         rng = np.random.default_rng()  # seeded from OS entropy
         values = {name: value + float(rng.normal(0.0, USER_SENSITIVITY * noise)) for name, value in values.items()}
     ledger.record("evaluate", entries, policy, run_id=run_id, server_round=round_number)
     if values[records.EVAL_USERS] < policy.min_users_per_reply:
-        raise PolicyRefusal(f"evaluation refused: {'the noised' if entries else 'the'} user count is below the "
-                            f"policy's minimum of {policy.min_users_per_reply}", code=records.TOO_FEW_USERS)
-    log.info("evaluated %s for round %d (%s)", target, round_number,
-             f"noised, x{noise:g}" if entries else f"{len(users)} users, exact")
-    return RecordDict({records.METRICS: MetricRecord(values)})
+        raise PolicyRefusal(
+            f"evaluation refused: {'the noised' if entries else 'the'} user count is below the "
+            f"policy's minimum of {policy.min_users_per_reply}",
+            code=records.TOO_FEW_USERS,
+        )
+    log.info(
+        "evaluated %s for round %d (%s)",
+        target,
+        round_number,
+        f"noised, x{noise:g}" if entries else f"{len(users)} users, exact",
+    )
+    return RecordDict({records.METRICS: MetricRecord(cast(dict, values))})

@@ -14,10 +14,11 @@ import logging
 import re
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -53,8 +54,9 @@ class Anonymised:
         return 2 * len(self.reviews) / self.seconds if self.seconds > 0 else 0.0
 
 
-def anonymise_reviews(reviews: Sequence[Review], scrubber: PiiScrubber, *, pseudonym_key: str,
-                      progress: bool = True) -> Anonymised:
+def anonymise_reviews(
+    reviews: Sequence[Review], scrubber: PiiScrubber, *, pseudonym_key: str, progress: bool = True
+) -> Anonymised:
     """Scrub summaries and texts, pseudonymise user ids, drop display names."""
     names: dict[str, set[str]] = defaultdict(set)
     for r in reviews:
@@ -63,74 +65,112 @@ def anonymise_reviews(reviews: Sequence[Review], scrubber: PiiScrubber, *, pseud
     texts = [t for r in reviews for t in (r.summary, r.text)]
     owners = [sorted(names[r.user_id]) for r in reviews for _ in (0, 1)]
     started = time.perf_counter()
-    scrubbed = list(tqdm(scrubber.scrub_many(texts, owners), total=len(texts), unit="text",
-                         desc="anonymising", disable=not progress, leave=False))
+    scrubbed = list(
+        tqdm(
+            scrubber.scrub_many(texts, owners),
+            total=len(texts),
+            unit="text",
+            desc="anonymising",
+            disable=not progress,
+            leave=False,
+        )
+    )
     seconds = time.perf_counter() - started
     counts: Counter = Counter()
     for result in scrubbed:
         counts.update(result.counts)
-    found = sum(_name_hits(t, n) for t, n in zip(texts, owners))
-    remaining = sum(_name_hits(s.text, n) for s, n in zip(scrubbed, owners))
-    out = [replace(r, user_id=pseudonym(r.user_id, pseudonym_key), reviewer_name=None,
-                   summary=scrubbed[2 * i].text, text=scrubbed[2 * i + 1].text)
-           for i, r in enumerate(reviews)]
-    own = {"users-with-display-name": len(names), "display-names-found": found,
-           "display-names-remaining": remaining}
+    found = sum(_name_hits(t, n) for t, n in zip(texts, owners, strict=False))
+    remaining = sum(_name_hits(s.text, n) for s, n in zip(scrubbed, owners, strict=False))
+    out = [
+        replace(
+            r,
+            user_id=pseudonym(r.user_id, pseudonym_key),
+            reviewer_name=None,
+            summary=scrubbed[2 * i].text,
+            text=scrubbed[2 * i + 1].text,
+        )
+        for i, r in enumerate(reviews)
+    ]
+    own = {"users-with-display-name": len(names), "display-names-found": found, "display-names-remaining": remaining}
     return Anonymised(out, counts, own, seconds)
 
 
 def _name_hits(text: str, names: Sequence[str]) -> int:
     """Occurrences of any of ``names`` (whole, case-insensitive) in ``text``; one-character
     names ("T") are not counted (nor removed: they would match every "don't")."""
-    return sum(len(re.findall(rf"(?<!\w){re.escape(n)}(?!\w)", text, re.IGNORECASE))
-               for n in names if sum(c.isalnum() for c in n) >= 2)  # "T" is no identifier
+    return sum(
+        len(re.findall(rf"(?<!\w){re.escape(n)}(?!\w)", text, re.IGNORECASE))
+        for n in names
+        if sum(c.isalnum() for c in n) >= 2
+    )  # "T" is no identifier
 
 
-def build_metadata(anonymised: Anonymised, scrubber: PiiScrubber, *, pseudonym_key: str,
-                   source: dict) -> StoreMetadata:
+def build_metadata(anonymised: Anonymised, scrubber: PiiScrubber, *, pseudonym_key: str, source: dict) -> StoreMetadata:
     """Store metadata for ``anonymised``; warns in it when names and places were not looked for."""
-    warnings = ()
+    warnings: tuple[str, ...] = ()
     if scrubber.model_name is None:
-        warnings = ("PATTERN-ONLY anonymisation: no spaCy English pipeline was installed, so "
-                    "personal names and places were not replaced.",)
+        warnings = (
+            "PATTERN-ONLY anonymisation: no spaCy English pipeline was installed, so "
+            "personal names and places were not replaced.",
+        )
     return StoreMetadata(
-        anonymiser=scrubber.mode, pii_counts=dict(sorted(anonymised.pii_counts.items())),
+        anonymiser=scrubber.mode,
+        pii_counts=dict(sorted(anonymised.pii_counts.items())),
         num_users=len({r.user_id for r in anonymised.reviews}),
-        num_reviews=len(anonymised.reviews), own_names=anonymised.own_names, source=source,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), warnings=warnings,
-        pseudonym_key=pseudonym_key)
+        num_reviews=len(anonymised.reviews),
+        own_names=anonymised.own_names,
+        source=source,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        warnings=warnings,
+        pseudonym_key=pseudonym_key,
+    )
 
 
-def prepare_store(reviews_file: str | Path, items_file: str | Path, out: str | Path,
-                  secret: Secret, *, model: str = "auto", kdf: KdfSettings | None = None,
-                  force: bool = False, on_bad: str = "fail", progress: bool = True) -> StoreMetadata:
+def prepare_store(
+    reviews_file: str | Path,
+    items_file: str | Path,
+    out: str | Path,
+    secret: Secret,
+    *,
+    model: str = "auto",
+    kdf: KdfSettings | None = None,
+    force: bool = False,
+    on_bad: str = "fail",
+    progress: bool = True,
+) -> StoreMetadata:
     """Validate, anonymise, pseudonymise and encrypt one client's reviews into ``out``."""
     out = Path(out)
     if out.exists() and not force:  # fail before the slow part; write_encrypted checks again
-        raise PrepareError(f"{out} already exists; pass --force to replace it "
-                           f"(the old store is kept until the new one is complete)")
-    data = load_dataset(reviews_file, items_file, on_bad=on_bad)
-    if not data.reviews:
-        raise PrepareError(f"{reviews_file}: no reviews to prepare; a client needs at least one "
-                           f"review of an item in {items_file}")
+        raise PrepareError(
+            f"{out} already exists; pass --force to replace it (the old store is kept until the new one is complete)"
+        )
+    data = load_dataset(reviews_file, items_file, on_bad=on_bad)  # refuses a file without reviews
     from client.anonymiser import PiiScrubber
     from client.anonymiser.vocabulary import product_words
 
     scrubber = PiiScrubber(model=model, product_words=product_words(data.items.values()))
     key = new_pseudonym_key()
     anonymised = anonymise_reviews(data.reviews, scrubber, pseudonym_key=key, progress=progress)
-    source = {"reviews-file": Path(reviews_file).name, "items-file": Path(items_file).name,
-              "records-read": data.review_report.lines_read if data.review_report else None,
-              "records-skipped": data.review_report.records_bad if data.review_report else 0,
-              "texts-per-second": round(anonymised.texts_per_second, 1)}
+    source = {
+        "reviews-file": Path(reviews_file).name,
+        "items-file": Path(items_file).name,
+        "records-read": data.review_report.lines_read if data.review_report else None,
+        "records-skipped": data.review_report.records_bad if data.review_report else 0,
+        "texts-per-second": round(anonymised.texts_per_second, 1),
+    }
     metadata = build_metadata(anonymised, scrubber, pseudonym_key=key, source=source)
     LocalStore.write(out, metadata, anonymised.reviews, secret, kdf=kdf, force=force)
     start_ledger(out, key)
     if not policy_path(out).is_file():
         PrivacyPolicy().write(policy_path(out))
-    log.info("prepared %s: %d reviews of %d users, anonymiser %s, replaced %s", out,
-             metadata.num_reviews, metadata.num_users, metadata.anonymiser,
-             dict(metadata.pii_counts) or "nothing")
+    log.info(
+        "prepared %s: %d reviews of %d users, anonymiser %s, replaced %s",
+        out,
+        metadata.num_reviews,
+        metadata.num_users,
+        metadata.anonymiser,
+        dict(metadata.pii_counts) or "nothing",
+    )
     for warning in metadata.warnings:
         log.warning(warning)
     return metadata

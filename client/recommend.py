@@ -17,7 +17,8 @@ import numpy as np
 
 from client.store import LocalStore, pseudonym
 from common.config import RunConfig
-from common.explain import Explanation, explain as explain_items
+from common.explain import Explanation
+from common.explain import explain as explain_items
 from common.schema import Review
 from common.split import Split
 
@@ -41,9 +42,16 @@ class Recommendation:
     why: Explanation | None = None
 
 
-def recommend(run_dir: Path, *, history: Path | None = None, text: str | None = None,
-              reviews: list[Review] | None = None, k: int = 10, checkpoint: str = "best",
-              explain: bool = False) -> list[Recommendation]:
+def recommend(
+    run_dir: Path,
+    *,
+    history: Path | None = None,
+    text: str | None = None,
+    reviews: list[Review] | None = None,
+    k: int = 10,
+    checkpoint: str = "best",
+    explain: bool = False,
+) -> list[Recommendation]:
     """The top ``k`` catalogue items for a ``history`` file, a description ``text`` or ``reviews``
     already in memory (a local store's user, see :func:`store_history`); ``explain`` says why."""
     from common.data import load_dataset
@@ -53,8 +61,9 @@ def recommend(run_dir: Path, *, history: Path | None = None, text: str | None = 
     if sum(x is not None for x in (history, text, reviews)) != 1:
         raise RecommendError("give exactly one of --history FILE, --text DESCRIPTION and --user ID")
     if text is not None and not text.strip():
-        raise RecommendError("the description is empty: say in a few words what you like, e.g. --text "
-                             "'warm tube amp for blues'")
+        raise RecommendError(
+            "the description is empty: say in a few words what you like, e.g. --text 'warm tube amp for blues'"
+        )
     if checkpoint not in CHECKPOINTS or k < 1:
         raise RecommendError(f"--checkpoint should be one of {CHECKPOINTS} and --k positive")
     cfg = _run_config(run_dir)
@@ -74,14 +83,23 @@ def recommend(run_dir: Path, *, history: Path | None = None, text: str | None = 
     stars = recommender.predicted_stars(reviews)
     seen = {r.item_id for r in reviews}
     order = [row for row in np.argsort(-scores, kind="stable") if catalogue.ids[row] not in seen][:k]
-    whys = (explain_items(recommender, order, parts, reviews=reviews, text=text or "") if explain
-            else [None] * len(order))
+    whys = (
+        explain_items(recommender, order, parts, reviews=reviews, text=text or "") if explain else [None] * len(order)
+    )
     items = catalogue.items
-    return [Recommendation(rank=n + 1, item_id=catalogue.ids[row], title=items[catalogue.ids[row]].title,
-                           category=", ".join(items[catalogue.ids[row]].categories),
-                           price=items[catalogue.ids[row]].price, score=float(scores[row]),
-                           stars=None if stars is None else round(float(stars[row]), 2), why=why)
-            for n, (row, why) in enumerate(zip(order, whys, strict=True))]
+    return [
+        Recommendation(
+            rank=n + 1,
+            item_id=catalogue.ids[row],
+            title=items[catalogue.ids[row]].title,
+            category=", ".join(items[catalogue.ids[row]].categories),
+            price=items[catalogue.ids[row]].price,
+            score=float(scores[row]),
+            stars=None if stars is None else round(float(stars[row]), 2),
+            why=why,
+        )
+        for n, (row, why) in enumerate(zip(order, whys, strict=True))
+    ]
 
 
 def store_history(store: LocalStore, user: str) -> list[Review]:
@@ -91,8 +109,10 @@ def store_history(store: LocalStore, user: str) -> list[Review]:
     reviews = [r for r in store.reviews if r.user_id in wanted]
     if not reviews:
         users = len({r.user_id for r in store.reviews})
-        raise RecommendError(f"user {user!r} is not in {store.path} ({users} users); give the user id the "
-                             "store was prepared from, as in the original reviews file")
+        raise RecommendError(
+            f"user {user!r} is not in {store.path} ({users} users); give the user id the "
+            "store was prepared from, as in the original reviews file"
+        )
     return sorted(reviews, key=lambda r: r.timestamp)
 
 
@@ -101,7 +121,8 @@ def _run_config(run_dir: Path) -> RunConfig:
     try:
         return RunConfig.from_mapping(json.loads(path.read_text()))
     except FileNotFoundError:
-        raise RecommendError(f"{path} is missing: pass the directory of a PrivRec run (it holds config.json "
-                             "and checkpoints/)") from None
+        raise RecommendError(
+            f"{path} is missing: pass the directory of a PrivRec run (it holds config.json and checkpoints/)"
+        ) from None
     except ValueError as err:
         raise RecommendError(f"{path} is not a PrivRec run's config ({str(err).split(';')[0]})") from None

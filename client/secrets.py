@@ -24,8 +24,14 @@ class SecretError(EncryptionError):
     """A passphrase source is missing, ambiguous, empty or too short."""
 
 
-def resolve_secret(*, passphrase_file: str | None = None, passphrase_env: str | None = None,
-                   key_file: str | None = None, prompt: bool = False, confirm: bool = False) -> Secret:
+def resolve_secret(
+    *,
+    passphrase_file: str | None = None,
+    passphrase_env: str | None = None,
+    key_file: str | None = None,
+    prompt: bool = False,
+    confirm: bool = False,
+) -> Secret:
     """The one secret the options name; without any, prompt (if allowed) or fail."""
     given = {"--passphrase-file": passphrase_file, "--passphrase-env": passphrase_env, "--key-file": key_file}
     chosen = [option for option, value in given.items() if value is not None]
@@ -53,8 +59,9 @@ def _non_empty(value: str, option: str, what: str) -> str:
 
 def _passphrase(text: str, source: str) -> Secret:
     if len(text) < MIN_PASSPHRASE_CHARS:
-        raise SecretError(f"the passphrase from {source} is shorter than {MIN_PASSPHRASE_CHARS} characters; "
-                          "choose a longer one")
+        raise SecretError(
+            f"the passphrase from {source} is shorter than {MIN_PASSPHRASE_CHARS} characters; choose a longer one"
+        )
     logger.debug("using a passphrase from %s", source)
     return Secret.from_passphrase(text)
 
@@ -66,8 +73,7 @@ def _read_passphrase_file(path: Path) -> str:
     except FileNotFoundError:
         raise SecretError(f"passphrase file {path} not found; check the path") from None
     except OSError as err:
-        raise SecretError(f"cannot read passphrase file {path}: {err.strerror or err}; check its "
-                          "permissions") from None
+        raise SecretError(f"cannot read passphrase file {path}: {err.strerror or err}; check its permissions") from None
     warn_if_shared(path, "passphrase file")
     try:
         text = raw.decode("utf-8")
@@ -75,7 +81,7 @@ def _read_passphrase_file(path: Path) -> str:
         raise SecretError(f"passphrase file {path} is not UTF-8 text; save it as UTF-8") from None
     text = text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
     if not text:
-        raise SecretError(f"passphrase file {path} is empty; write the passphrase on its first line")
+        raise SecretError(f"passphrase file {path} is empty; write the passphrase in it")
     return text
 
 
@@ -96,8 +102,9 @@ def _ask(confirm: bool) -> str:
         if confirm and getpass.getpass("Repeat passphrase: ") != text:
             raise SecretError("the two passphrases differ; run the command again and type the same one twice")
     except EOFError:
-        raise SecretError("no passphrase typed (input ended); use --passphrase-file, --passphrase-env "
-                          "or --key-file") from None
+        raise SecretError(
+            "no passphrase typed (input ended); use --passphrase-file, --passphrase-env or --key-file"
+        ) from None
     if not text:
         raise SecretError("no passphrase typed; type one or use --passphrase-file, --passphrase-env or --key-file")
     return text

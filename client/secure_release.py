@@ -31,24 +31,23 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from typing import Callable
+from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 from flwr.app import Context, Message
 from flwr.client.mod import secaggplus_mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
-from flwr.common.secure_aggregation.secaggplus_constants import (RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key,
-                                                                  Stage)
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key, Stage
 from flwr.compat.common.recorddict_compat import fitres_to_recorddict
 
 from client.device import Device, run_settings
+from client.instructions import BadRequest
 from client.local_data import ClientData
-from client.local_training import BadRequest
 from client.policy import PolicyRefusal, PrivacyPolicy
 from common import records
 from common.config import RunConfig
 from common.federation_dp import release_plan
-from common.model import releases_ratings
 from common.ratings import rating_value
 from common.sketch import ReleaseLayout, sensitivity_factor
 
@@ -70,9 +69,9 @@ def item_counts(data: ClientData, recent: int, ratings: bool = False, width: int
             if review.item_id in data.catalogue.index:
                 latest[data.catalogue.index[review.item_id]] = rating_value(review.rating)
         rows = list(latest)
-        values[:layout.length] += layout.encode(rows, [1.0] * len(rows), bound)
+        values[: layout.length] += layout.encode(rows, [1.0] * len(rows), bound)
         if ratings:
-            values[layout.length:] += layout.encode(rows, list(latest.values()), bound)
+            values[layout.length :] += layout.encode(rows, list(latest.values()), bound)
     return values
 
 
@@ -94,7 +93,7 @@ def sensitivity(statistic: str, cfg: RunConfig, catalogue_ids: tuple[str, ...]) 
     decides whether the counts are sketched, which multiplies the bound)."""
     if statistic == records.RELEASE_ITEM_COUNTS:  # a 1 and a value in [-1, 1] per item with ratings
         layout = ReleaseLayout(catalogue_ids, cfg.release_width)
-        return math.sqrt((2 if releases_ratings(cfg) else 1) * cfg.release_recent_items) * sensitivity_factor(layout)
+        return math.sqrt((2 if cfg.releases_ratings else 1) * cfg.release_recent_items) * sensitivity_factor(layout)
     k = cfg.release_head_recent
     return math.sqrt(k * (k + 1) / 2)
 
@@ -109,10 +108,12 @@ def honest_shares(context: Context, cfg: RunConfig, policy: PrivacyPolicy) -> in
     state = context.state.config_records.get(RECORD_KEY_STATE)
     if state is None or Key.THRESHOLD not in state:
         raise BadRequest("a release arrived before the secure-aggregation setup")
-    honest = int(state[Key.THRESHOLD]) - max(cfg.dp_colluders, policy.assumed_colluders)
+    honest = int(cast(int, state[Key.THRESHOLD])) - max(cfg.dp_colluders, policy.assumed_colluders)
     if honest < 1:
-        raise PolicyRefusal("the secure aggregation's threshold leaves no honest client beyond the assumed "
-                            "colluders", code=records.POLICY_REFUSED)
+        raise PolicyRefusal(
+            "the secure aggregation's threshold leaves no honest client beyond the assumed colluders",
+            code=records.POLICY_REFUSED,
+        )
     return honest
 
 
@@ -133,18 +134,36 @@ def contribute(msg: Message, context: Context, cfg: RunConfig) -> Message:
             raise BadRequest("the run already released this statistic")  # no second look at it
         ledger.check(device.policy, [(sigma, 1.0, 1)])
         if statistic == records.RELEASE_ITEM_COUNTS:
-            values = item_counts(data, cfg.release_recent_items, releases_ratings(cfg), cfg.release_width)
+            values = item_counts(data, cfg.release_recent_items, cfg.releases_ratings, cfg.release_width)
         else:
-            values = head_gram(data, _head(config, len(data.catalogue), cfg.release_head_items),
-                               cfg.release_head_recent)
+            values = head_gram(
+                data, _head(config, len(data.catalogue), cfg.release_head_items), cfg.release_head_recent
+            )
         std = sigma * sensitivity(statistic, cfg, data.catalogue.ids) / math.sqrt(honest)
         values = values + noise_share(values.shape, std)
-        spent = ledger.record("release", [(sigma, 1.0, 1)], device.policy, run_id=int(msg.metadata.run_id),
-                              server_round=group_round(msg), statistic=statistic)
-    log.info("release of %s: noise multiplier %.3f split over %d honest shares; epsilon spent %.3f of %g "
-             "(delta %g)", statistic, sigma, honest, spent, device.policy.epsilon_budget, device.policy.delta)
-    fitres = FitRes(status=Status(code=Code.OK, message=""), num_examples=1, metrics={},
-                    parameters=ndarrays_to_parameters([values.astype(np.float64)]))
+        spent = ledger.record(
+            "release",
+            [(sigma, 1.0, 1)],
+            device.policy,
+            run_id=int(msg.metadata.run_id),
+            server_round=group_round(msg),
+            statistic=statistic,
+        )
+    log.info(
+        "release of %s: noise multiplier %.3f split over %d honest shares; epsilon spent %.3f of %g (delta %g)",
+        statistic,
+        sigma,
+        honest,
+        spent,
+        device.policy.epsilon_budget,
+        device.policy.delta,
+    )
+    fitres = FitRes(
+        status=Status(code=Code.OK, message=""),
+        num_examples=1,
+        metrics={},
+        parameters=ndarrays_to_parameters([values.astype(np.float64)]),
+    )
     return Message(content=fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)
 
 
@@ -180,8 +199,11 @@ def _check_budget(cfg: RunConfig, context: Context, msg: Message) -> None:
 
 def _released(ledger, msg: Message) -> set[str]:
     """The statistics this run has already released from this device."""
-    return {e.get("statistic", records.RELEASE_ITEM_COUNTS) for e in ledger.events
-            if e["kind"] == "release" and e.get("run") == int(msg.metadata.run_id)}
+    return {
+        e.get("statistic", records.RELEASE_ITEM_COUNTS)
+        for e in ledger.events
+        if e["kind"] == "release" and e.get("run") == int(msg.metadata.run_id)
+    }
 
 
 def _head(config, num_items: int, expected: int) -> list[int]:
@@ -190,7 +212,11 @@ def _head(config, num_items: int, expected: int) -> list[int]:
         head = [int(v) for v in str(config.get(records.RELEASE_HEAD, "")).split(",")]
     except ValueError:
         raise BadRequest("the head items are not a list of catalogue rows") from None
-    if len(head) != min(expected, num_items) or len(set(head)) != len(head) or not all(0 <= r < num_items for r in head):
+    if (
+        len(head) != min(expected, num_items)
+        or len(set(head)) != len(head)
+        or not all(0 <= r < num_items for r in head)
+    ):
         raise BadRequest("the head items do not fit the catalogue and the run's settings")
     return head
 

@@ -16,8 +16,8 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from client.anonymiser import PiiScrubber
 from client.anonymiser.vocabulary import product_words
@@ -44,29 +44,36 @@ def device_files(cfg: RunConfig, partition_id: int) -> tuple[Path, Path]:
     return folder / f"client-{partition_id}.prv", folder / f"client-{partition_id}.key"
 
 
-def prepare_simulated_devices(cfg: RunConfig, partitions: list[int] | None = None, *,
-                              progress: bool = True) -> Path:
+def prepare_simulated_devices(cfg: RunConfig, partitions: list[int] | None = None, *, progress: bool = True) -> Path:
     """Prepare the stores of ``partitions`` (default: every client) that do not exist yet, each
     with a new ledger and (where none is there yet) the default simulated-device policy."""
-    todo = [p for p in (range(cfg.num_clients) if partitions is None else partitions)
-            if not device_files(cfg, p)[0].is_file()]
+    todo = [
+        p
+        for p in (range(cfg.num_clients) if partitions is None else partitions)
+        if not device_files(cfg, p)[0].is_file()
+    ]
     folder = stores_dir(cfg)
     if not todo:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     data = RunData.load(cfg)
     scrubber = PiiScrubber(model=cfg.pii_model, product_words=product_words(data.data.items.values()))
-    log.info("simulation: preparing %d client store(s) in %s (anonymiser %s)", len(todo), folder,
-             scrubber.mode)
+    log.info("simulation: preparing %d client store(s) in %s (anonymiser %s)", len(todo), folder, scrubber.mode)
     for partition in todo:
         users = set(data.client_users(cfg, partition))
         reviews = [r for r in data.data.reviews if r.user_id in users]
         key = new_pseudonym_key()
         anonymised = anonymise_reviews(reviews, scrubber, pseudonym_key=key, progress=progress)
-        metadata = build_metadata(anonymised, scrubber, pseudonym_key=key,
-                                  source={"simulated-partition": partition,
-                                          "reviews-file": cfg.reviews_file.name,
-                                          "texts-per-second": round(anonymised.texts_per_second, 1)})
+        metadata = build_metadata(
+            anonymised,
+            scrubber,
+            pseudonym_key=key,
+            source={
+                "simulated-partition": partition,
+                "reviews-file": cfg.reviews_file.name,
+                "texts-per-second": round(anonymised.texts_per_second, 1),
+            },
+        )
         store, key_file = device_files(cfg, partition)
         if not key_file.is_file():
             make_key_file(key_file)
@@ -74,8 +81,13 @@ def prepare_simulated_devices(cfg: RunConfig, partitions: list[int] | None = Non
         start_ledger(store, key)
         if not policy_path(store).is_file():
             SIMULATED_DEVICE.write(policy_path(store))
-        log.info("client %d: %d reviews of %d users, replaced %s", partition, metadata.num_reviews,
-                 metadata.num_users, metadata.pii_counts or "nothing")
+        log.info(
+            "client %d: %d reviews of %d users, replaced %s",
+            partition,
+            metadata.num_reviews,
+            metadata.num_users,
+            metadata.pii_counts or "nothing",
+        )
     return folder
 
 
@@ -90,11 +102,17 @@ def apply_device_policy(cfg: RunConfig, policy: PrivacyPolicy) -> None:
 def reset_ledgers(cfg: RunConfig, *, reason: str) -> None:
     """Give every simulated device a fresh budget (benchmarks and tests comparing settings); a
     device not prepared yet gets a fresh ledger when it is."""
+    reset = 0
     for partition in range(cfg.num_clients):
         if not device_files(cfg, partition)[0].is_file():
             continue
         with device_ledger(cfg, partition) as ledger:
-            ledger.reset(reason=reason)
+            ledger.reset(reason=reason, level=logging.INFO)
+        reset += 1
+    if reset:
+        log.warning(
+            "the privacy ledgers of %d simulated devices were reset (%s): their history is forgotten", reset, reason
+        )
 
 
 @contextlib.contextmanager
@@ -117,8 +135,11 @@ def simulated_device_reports(cfg: RunConfig, run_id: int | None) -> list[dict]:
             continue
         metadata = LocalStore.open(store, Secret.from_key_file(key_file)).metadata
         with device_ledger(cfg, partition) as ledger:
-            reports.append(device_report(store, metadata, read_header(store), PrivacyPolicy.load(policy_path(store)),
-                                         ledger, run=run_id))
+            reports.append(
+                device_report(
+                    store, metadata, read_header(store), PrivacyPolicy.load(policy_path(store)), ledger, run=run_id
+                )
+            )
     return reports
 
 
@@ -127,8 +148,15 @@ def _fingerprint(cfg: RunConfig) -> str:
         stat = path.stat() if path.is_file() else None
         return [str(path.resolve()), stat.st_size if stat else 0, stat.st_mtime_ns if stat else 0]
 
-    parts = {"reviews": file_id(cfg.reviews_file), "items": file_id(cfg.items_file),
-             "clients": cfg.num_clients, "partition": cfg.partition, "alpha": cfg.dirichlet_alpha,
-             "seed": cfg.seed, "pii-model": cfg.pii_model, "on-bad": cfg.on_bad_record,
-             "format": STORE_FORMAT}
+    parts = {
+        "reviews": file_id(cfg.reviews_file),
+        "items": file_id(cfg.items_file),
+        "clients": cfg.num_clients,
+        "partition": cfg.partition,
+        "alpha": cfg.dirichlet_alpha,
+        "seed": cfg.seed,
+        "pii-model": cfg.pii_model,
+        "on-bad": cfg.on_bad_record,
+        "format": STORE_FORMAT,
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]

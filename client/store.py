@@ -13,9 +13,10 @@ import hmac
 import json
 import logging
 import secrets
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from client.encryption import EncryptionError, KdfLimits, KdfSettings, Secret, iter_decrypted, write_encrypted
 from common.schema import Review
@@ -71,27 +72,45 @@ class LocalStore:
     reviews: list[Review]
 
     @classmethod
-    def write(cls, path: str | Path, metadata: StoreMetadata, reviews: Iterable[Review],
-              secret: Secret, *, kdf: KdfSettings | None = None, force: bool = False) -> int:
+    def write(
+        cls,
+        path: str | Path,
+        metadata: StoreMetadata,
+        reviews: Iterable[Review],
+        secret: Secret,
+        *,
+        kdf: KdfSettings | None = None,
+        force: bool = False,
+    ) -> int:
         """Encrypt ``reviews`` to ``path`` atomically; an existing store is kept unless ``force``."""
+
         def lines() -> Iterator[bytes]:
-            yield _dumps({_HEADER_KEY: STORE_FORMAT, "metadata": metadata.__dict__ |
-                          {"warnings": list(metadata.warnings)}})
+            yield _dumps(
+                {_HEADER_KEY: STORE_FORMAT, "metadata": metadata.__dict__ | {"warnings": list(metadata.warnings)}}
+            )
             for r in reviews:
-                yield _dumps({"user": r.user_id, "item": r.item_id, "rating": r.rating,
-                              "time": r.timestamp, "summary": r.summary, "text": r.text})
+                yield _dumps(
+                    {
+                        "user": r.user_id,
+                        "item": r.item_id,
+                        "rating": r.rating,
+                        "time": r.timestamp,
+                        "summary": r.summary,
+                        "text": r.text,
+                    }
+                )
+
         try:
             return write_encrypted(path, lines(), secret, kdf=kdf, force=force)
         except EncryptionError as err:
             raise StoreError(str(err)) from None
 
     @classmethod
-    def open(cls, path: str | Path, secret: Secret, *, kdf_limits: KdfLimits | None = None) -> "LocalStore":
+    def open(cls, path: str | Path, secret: Secret, *, kdf_limits: KdfLimits | None = None) -> LocalStore:
         """Decrypt and parse the store at ``path`` (in memory only)."""
         path = Path(path)
         if not path.is_file():
-            raise StoreError(f"{path}: no local store there; create one with "
-                             f"`privrec client prepare --out {path} ...`")
+            raise StoreError(f"{path}: no local store there; create one with `privrec client prepare --out {path} ...`")
         try:
             raw = b"".join(iter_decrypted(path, secret, limits=kdf_limits))
         except EncryptionError as err:
@@ -100,9 +119,11 @@ class LocalStore:
         try:
             header = json.loads(lines[0])
             if header.get(_HEADER_KEY) not in (1, STORE_FORMAT):
-                raise StoreError(f"{path}: store format {header.get(_HEADER_KEY)!r} is not "
-                                 f"supported (this PrivRec reads format {STORE_FORMAT}); "
-                                 f"prepare the store again")
+                raise StoreError(
+                    f"{path}: store format {header.get(_HEADER_KEY)!r} is not "
+                    f"supported (this PrivRec reads format {STORE_FORMAT}); "
+                    f"prepare the store again"
+                )
             meta = dict(header["metadata"])
             meta["warnings"] = tuple(meta.get("warnings", ()))
             metadata = StoreMetadata(**meta)
@@ -110,8 +131,9 @@ class LocalStore:
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             if isinstance(err, StoreError):
                 raise
-            raise StoreError(f"{path}: decrypted but its content is malformed ({err}); "
-                             f"prepare the store again") from None
+            raise StoreError(
+                f"{path}: decrypted but its content is malformed ({err}); prepare the store again"
+            ) from None
         return cls(path=path, metadata=metadata, reviews=reviews)
 
 
@@ -120,5 +142,11 @@ def _dumps(obj: dict[str, Any]) -> bytes:
 
 
 def _review(row: dict[str, Any]) -> Review:
-    return Review(user_id=row["user"], item_id=row["item"], rating=float(row["rating"]),
-                  timestamp=int(row["time"]), summary=row["summary"], text=row["text"])
+    return Review(
+        user_id=row["user"],
+        item_id=row["item"],
+        rating=float(row["rating"]),
+        timestamp=int(row["time"]),
+        summary=row["summary"],
+        text=row["text"],
+    )

@@ -24,7 +24,8 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from common.schema import Review
 
@@ -49,7 +50,7 @@ def crop(text: str, rng: random.Random) -> str:
         return text
     size = rng.randint(shortest, len(parts))
     start = rng.randint(0, len(parts) - size)
-    return " ".join(parts[start:start + size])
+    return " ".join(parts[start : start + size])
 
 
 def edit(text: str, rate: float, rng: random.Random) -> str:
@@ -136,7 +137,7 @@ class Augmenter:
             summary, text = crop(summary, rng), crop(text, rng)
         if "edit" in self.options:
             summary, text = edit(summary, self.rate, rng), edit(text, self.rate, rng)
-        if "substitute" in self.options:
+        if "substitute" in self.options and self.neighbours is not None:  # checked when built
             summary = substitute(summary, self.rate, self.neighbours, rng)
             text = substitute(text, self.rate, self.neighbours, rng)
         if (summary, text) == (review.summary, review.text):

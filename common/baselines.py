@@ -6,8 +6,8 @@ import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -64,8 +64,9 @@ def ease_from_gram(gram: np.ndarray, lam: float) -> np.ndarray:
     return weights
 
 
-def evaluate_scores(scores: np.ndarray, users: Sequence[str], split: Split, catalogue: Catalogue,
-                    *, target: str, k: int) -> dict[str, float]:
+def evaluate_scores(
+    scores: np.ndarray, users: Sequence[str], split: Split, catalogue: Catalogue, *, target: str, k: int
+) -> dict[str, float]:
     """Full-ranking metrics of a precomputed [users, items] score matrix."""
     return summarise(ranks_from_scores(scores, users, split, catalogue, target=target), k=k)
 
@@ -86,8 +87,7 @@ def ease(data: RunData, *, k: int) -> tuple[dict[str, float], float]:
     best = (float("-inf"), EASE_LAMBDAS[0])
     for lam in EASE_LAMBDAS:
         scores = interactions[valid_rows] @ ease_weights(interactions, lam)
-        score = evaluate_scores(scores, valid_users, data.split, data.catalogue,
-                                target="valid", k=k)[f"{NDCG}@{k}"]
+        score = evaluate_scores(scores, valid_users, data.split, data.catalogue, target="valid", k=k)[f"{NDCG}@{k}"]
         best = max(best, (score, lam))
     scores = interactions @ ease_weights(interactions, best[1])
     return evaluate_scores(scores, users, data.split, data.catalogue, target="test", k=k), best[1]
@@ -136,5 +136,11 @@ def centralised(cfg: RunConfig, data: RunData, *, epochs: int, progress: bool = 
             break
     recommender.load_state(best_state)
     test = recommender.evaluate(data.eval_users(cfg, "test"), data.split, target="test")
-    return CentralisedResult(epochs=epochs, examples_seen=examples, best_epoch=best_epoch, test=test,
-                             valid_history=history, seconds_per_epoch=float(np.median(seconds)))
+    return CentralisedResult(
+        epochs=epochs,
+        examples_seen=examples,
+        best_epoch=best_epoch,
+        test=test,
+        valid_history=history,
+        seconds_per_epoch=float(np.median(seconds)),
+    )

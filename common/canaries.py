@@ -14,17 +14,37 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 from common.schema import Review
 
 CANARIES_FILE = "canaries.json"
 CANARY_ITEMS = 4  # in time order: 2 train, then the validation and the test item
 START = 1_600_000_000  # the first review's timestamp
-WORDS = ("amber", "velvet", "harbor", "quartz", "meadow", "lantern", "cobalt", "saffron", "thistle", "juniper",
-         "marble", "falcon", "orchid", "pepper", "canyon", "walnut", "ember", "willow", "copper", "glacier")
+WORDS = (
+    "amber",
+    "velvet",
+    "harbor",
+    "quartz",
+    "meadow",
+    "lantern",
+    "cobalt",
+    "saffron",
+    "thistle",
+    "juniper",
+    "marble",
+    "falcon",
+    "orchid",
+    "pepper",
+    "canyon",
+    "walnut",
+    "ember",
+    "willow",
+    "copper",
+    "glacier",
+)
 
 
 @dataclass(frozen=True)
@@ -38,28 +58,46 @@ class Canary:
 
     def reviews(self) -> list[Review]:
         """Its reviews, one per item, a day apart; every text carries the phrase."""
-        return [Review(user_id=self.user_id, item_id=item, rating=5.0, timestamp=START + 86_400 * n, summary="Good buy",
-                       text=f"I use this every week. My note to self: {self.phrase}.")
-                for n, item in enumerate(self.items)]
+        return [
+            Review(
+                user_id=self.user_id,
+                item_id=item,
+                rating=5.0,
+                timestamp=START + 86_400 * n,
+                summary="Good buy",
+                text=f"I use this every week. My note to self: {self.phrase}.",
+            )
+            for n, item in enumerate(self.items)
+        ]
 
 
 def plant(catalogue_ids: Sequence[str], count: int) -> list[Canary]:
     """``count`` canaries over the catalogue, each included with probability 1/2 (OS entropy)."""
     draw = secrets.SystemRandom()
     if count < 0 or (count and len(catalogue_ids) < CANARY_ITEMS):
-        raise ValueError(f"--canaries {count}: needs a non-negative count and a catalogue of at least "
-                         f"{CANARY_ITEMS} items")
-    return [Canary(user_id=f"canary-{secrets.token_hex(6)}", items=tuple(draw.sample(list(catalogue_ids), CANARY_ITEMS)),
-                   phrase=" ".join(draw.choice(WORDS) for _ in range(4)), included=draw.random() < 0.5)
-            for _ in range(count)]
+        raise ValueError(
+            f"--canaries {count}: needs a non-negative count and a catalogue of at least {CANARY_ITEMS} items"
+        )
+    return [
+        Canary(
+            user_id=f"canary-{secrets.token_hex(6)}",
+            items=tuple(draw.sample(list(catalogue_ids), CANARY_ITEMS)),
+            phrase=" ".join(draw.choice(WORDS) for _ in range(4)),
+            included=draw.random() < 0.5,
+        )
+        for _ in range(count)
+    ]
 
 
 def save(path: Path, canaries: list[Canary]) -> None:
-    path.write_text(json.dumps({"format": 1, "items-per-canary": CANARY_ITEMS,
-                                "canaries": [asdict(c) for c in canaries]}, indent=1))
+    path.write_text(
+        json.dumps({"format": 1, "items-per-canary": CANARY_ITEMS, "canaries": [asdict(c) for c in canaries]}, indent=1)
+    )
 
 
 def load(path: Path) -> list[Canary]:
     data = json.loads(path.read_text())
-    return [Canary(user_id=c["user_id"], items=tuple(c["items"]), phrase=c["phrase"], included=c["included"])
-            for c in data["canaries"]]
+    return [
+        Canary(user_id=c["user_id"], items=tuple(c["items"]), phrase=c["phrase"], included=c["included"])
+        for c in data["canaries"]
+    ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -31,8 +31,9 @@ class Catalogue:
         """Catalogue rows of the given item ids (unknown ids are skipped)."""
         return [self.index[i] for i in item_ids if i in self.index]
 
-    def interactions(self, histories: Sequence[Sequence[Review]],
-                     weight: Callable[[Review], float] | None = None) -> np.ndarray:
+    def interactions(
+        self, histories: Sequence[Sequence[Review]], weight: Callable[[Review], float] | None = None
+    ) -> np.ndarray:
         """[users, items] matrix: row u marks the items of ``histories[u]`` with 1, or with ``weight``
         of the item's latest review in the history."""
         matrix = np.zeros((len(histories), len(self)), dtype=np.float64)

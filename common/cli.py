@@ -9,7 +9,7 @@ import sys
 import tomllib
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -20,8 +20,12 @@ from client import cli as client_cli
 from common.config import ConfigError, RunConfig, field_help
 
 # No rich tracebacks with local variables: they would print review text, names and keys.
-app = typer.Typer(help="PrivRec: a privacy-preserving federated recommender.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help="PrivRec: a privacy-preserving federated recommender.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
 data_app = typer.Typer(help="Inspect review data.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(data_app, name="data")
 app.add_typer(client_cli.app, name="client")
@@ -34,9 +38,11 @@ SET_HELP = "Any run setting as KEY=VALUE (repeatable); `privrec config` lists th
 CONFIG_HELP = "TOML file with run settings (top level or a tool.flwr.app.config table)."
 
 
-def setup_logging(verbose: bool) -> None:
-    """Rich log lines on stderr for PrivRec's loggers (debug with ``verbose``)."""
-    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+def setup_logging(verbose: bool, *, run: bool = False) -> None:
+    """Rich log lines on stderr for PrivRec's loggers (debug with ``verbose``). For a ``run`` the console
+    is for people: by default one progress line per round (``privrec.progress``) and PrivRec's
+    warnings, Flower's console lines off; with ``verbose`` everything. A run's full log goes to its
+    directory either way (``server/checkpoints.py``)."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars
     if "transformers" in sys.modules:  # imported already: its bars read the variable at import
         from transformers.utils import logging as hf_logging
@@ -45,10 +51,22 @@ def setup_logging(verbose: bool) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")  # deprecations
     logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # per-recogniser chatter
     for name in ("privrec", "common", "server", "client", "benchmark"):
+        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+        quiet = run and not verbose and name in ("common", "server", "client")
+        handler.setLevel(logging.WARNING if quiet else logging.DEBUG)
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
-        logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+        logger.setLevel(logging.DEBUG if verbose else logging.INFO)  # the run's log file still gets INFO
         logger.propagate = False
+    progress = logging.StreamHandler(sys.stderr)  # one plain line per round, never wrapped
+    progress.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    logging.getLogger("privrec.progress").handlers[:] = [progress]
+    logging.getLogger("privrec.progress").propagate = False
+    if run and not verbose:  # Flower's own lines (per round, and its notes on our choices) go to run.log only
+        from flwr.common.logger import FLOWER_LOGGER, update_console_handler
+
+        update_console_handler(level=logging.CRITICAL)  # its errors become ours, with the reason
+        FLOWER_LOGGER.propagate = False  # the simulation engine also sets up the root logger
 
 
 def _parse_value(raw: str) -> Any:
@@ -58,7 +76,7 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
-def build_config(config_file: Optional[Path], settings: list[str], **options: Any) -> RunConfig:
+def build_config(config_file: Path | None, settings: list[str], **options: Any) -> RunConfig:
     """Defaults < config file < --set KEY=VALUE < explicit options."""
     values: dict[str, Any] = {}
     if config_file is not None:
@@ -83,35 +101,70 @@ def _fail(err: Exception) -> None:
 
 @app.command()
 def simulate(
-    data: Optional[Path] = typer.Option(None, "--data", help="Review JSON lines (.gz ok); default: demo data."),
-    items: Optional[Path] = typer.Option(None, "--items", help="Item catalogue JSON lines; default: demo data."),
-    clients: Optional[int] = typer.Option(None, "--clients", help="Number of simulated clients."),
-    rounds: Optional[int] = typer.Option(None, "--rounds", help="Maximum federated rounds."),
-    partition: Optional[str] = typer.Option(None, "--partition", help="'iid' or 'dirichlet'."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Folder for run directories."),
+    data: Path | None = typer.Option(None, "--data", help="Review JSON lines (.gz ok); default: demo data."),
+    items: Path | None = typer.Option(None, "--items", help="Item catalogue JSON lines; default: demo data."),
+    clients: int | None = typer.Option(None, "--clients", help="Number of simulated clients."),
+    rounds: int | None = typer.Option(None, "--rounds", help="Maximum federated rounds."),
+    partition: str | None = typer.Option(None, "--partition", help="'iid' or 'dirichlet'."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Folder for run directories."),
     run_name: str = typer.Option("", "--run-name", help="Name of this run's directory (default: time)."),
-    config_file: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+    config_file: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     settings: list[str] = typer.Option([], "--set", help=SET_HELP),
-    device_policy: Optional[Path] = typer.Option(
-        None, "--device-policy", help="Privacy policy TOML every simulated device's owner sets (default: "
-        "DP not required, exact evaluation; `privrec client policy --write FILE` writes the strict one)."),
-    canaries: int = typer.Option(0, "--canaries", help="Plant N synthetic users, each joining on a fair coin, "
-                                 "for the empirical attacks of `privrec audit` (research; default 0)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    device_policy: Path | None = typer.Option(
+        None,
+        "--device-policy",
+        help="Privacy policy TOML every simulated device's owner sets (default: "
+        "DP not required, exact evaluation; `privrec client policy --write FILE` writes the strict one).",
+    ),
+    canaries: int = typer.Option(
+        0,
+        "--canaries",
+        help="Plant N synthetic users, each joining on a fair coin, "
+        "for the empirical attacks of `privrec audit` (research; default 0).",
+    ),
+    reset_budgets: bool = typer.Option(
+        False,
+        "--reset-budgets",
+        help="Start the simulated devices' privacy "
+        "ledgers afresh (a new federation); otherwise they keep what earlier runs "
+        "on the same stores spent.",
+    ),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="Every log line on the console (the run's directory keeps them all in run.log either way).",
+    ),
 ) -> None:
     """Run a simulated federation (Flower simulation engine, Ray on 127.0.0.1) and report test metrics."""
-    setup_logging(verbose)
+    setup_logging(verbose, run=True)
     from client.policy import SIMULATED_DEVICE, PolicyError, PrivacyPolicy
+    from server.outcome import RunFailed
 
+    errors: tuple[type[Exception], ...] = (*KNOWN_ERRORS, PolicyError, RunFailed)
     try:
-        cfg = build_config(config_file, settings, reviews_path=_str(data), items_path=_str(items),
-                           num_clients=clients, num_rounds=rounds, partition=partition,
-                           run_dir=_str(run_dir))
+        cfg = build_config(
+            config_file,
+            settings,
+            reviews_path=_str(data),
+            items_path=_str(items),
+            num_clients=clients,
+            num_rounds=rounds,
+            partition=partition,
+            run_dir=_str(run_dir),
+        )
         policy = PrivacyPolicy.load(device_policy) if device_policy else SIMULATED_DEVICE
         from server.simulation import simulate as run_simulation
 
-        path = run_simulation(cfg, run_name=run_name, device_policy=policy, canaries=canaries)
-    except (*KNOWN_ERRORS, PolicyError) as err:
+        path = run_simulation(
+            cfg,
+            run_name=run_name,
+            device_policy=policy,
+            canaries=canaries,
+            worker_logs=verbose,
+            reset_budgets=reset_budgets,
+        )
+    except errors as err:
         _fail(err)
     summary = json.loads((path / "summary.json").read_text())
     table = Table(title=f"Test metrics (best round {summary['best-round']}), beside popularity on the same split")
@@ -138,32 +191,47 @@ def _popularity(cfg) -> dict[str, float]:
 def _privacy_line(summary: dict, cfg) -> str:
     """What the run's privacy was, in one line beside its result."""
     if summary.get("federation-epsilon") is not None:
-        return (f"privacy: user-level DP over the whole federation, epsilon {summary['federation-epsilon']:.2f} "
-                f"at delta {cfg.target_delta:g} (secure sums of the devices' noised statistics)")
+        return (
+            f"privacy: user-level DP over the whole federation, epsilon {summary['federation-epsilon']:.2f} "
+            f"at delta {cfg.target_delta:g} (secure sums of the devices' noised statistics)"
+        )
     if summary.get("epsilon-max") is not None:
         return f"privacy: user-level DP on each device, epsilon spent up to {summary['epsilon-max']:.2f} per device"
     if summary.get("central-epsilon") is not None:
-        return (f"privacy: client-level central DP (noise added by the server), epsilon "
-                f"{summary['central-epsilon']:.2f} at delta {cfg.target_delta:g}")
+        return (
+            f"privacy: client-level central DP (noise added by the server), epsilon "
+            f"{summary['central-epsilon']:.2f} at delta {cfg.target_delta:g}"
+        )
     return "privacy: no differential privacy (dp = 'none'): the trained model is not protected"
 
 
 @app.command()
 def recommend(
     run_dir: Path = typer.Argument(..., help="The directory of a run (its config and checkpoints)."),
-    user: Optional[str] = typer.Option(None, "--user", help="A user of the local store --store, by the id the "
-                                       "store was prepared from (or its pseudonym)."),
-    store: Optional[Path] = typer.Option(None, "--store", help="The device's encrypted local store (with --user)."),
-    passphrase_file: Optional[str] = client_cli.PASS_FILE,
-    passphrase_env: Optional[str] = client_cli.PASS_ENV,
-    key_file: Optional[str] = client_cli.KEY_FILE,
-    history: Optional[Path] = typer.Option(None, "--history", help="Or: reviews (JSON lines) of the person to "
-                                           "recommend for, e.g. their own; their items are not recommended back."),
-    text: Optional[str] = typer.Option(None, "--text", help="Or: what they like, in words (cold start)."),
+    user: str | None = typer.Option(
+        None,
+        "--user",
+        help="A user of the local store --store, by the id the store was prepared from (or its pseudonym).",
+    ),
+    store: Path | None = typer.Option(None, "--store", help="The device's encrypted local store (with --user)."),
+    passphrase_file: str | None = client_cli.PASS_FILE,
+    passphrase_env: str | None = client_cli.PASS_ENV,
+    key_file: str | None = client_cli.KEY_FILE,
+    history: Path | None = typer.Option(
+        None,
+        "--history",
+        help="Or: reviews (JSON lines) of the person to "
+        "recommend for, e.g. their own; their items are not recommended back.",
+    ),
+    text: str | None = typer.Option(None, "--text", help="Or: what they like, in words (cold start)."),
     k: int = typer.Option(10, "--k", help="How many items."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="'best' (on validation) or 'last'."),
-    explain: bool = typer.Option(False, "--explain", help="Say why each item is there: the score's parts, your "
-                                 "sentences and the attributes that match it, your item most like it."),
+    explain: bool = typer.Option(
+        False,
+        "--explain",
+        help="Say why each item is there: the score's parts, your "
+        "sentences and the attributes that match it, your item most like it.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the items (and explanations) as JSON."),
 ) -> None:
     """Top-K items from a run's checkpoint, on this machine (no server, no network), for a user of the
@@ -172,21 +240,25 @@ def recommend(
     setup_logging(False)
     from dataclasses import asdict
 
-    from client.recommend import RecommendError, recommend as top_items, store_history
+    from client.recommend import RecommendError, store_history
+    from client.recommend import recommend as top_items
     from client.secrets import resolve_secret
     from client.store import LocalStore
 
+    errors: tuple[type[Exception], ...] = (*KNOWN_ERRORS, *client_cli.ERRORS)
     try:
         reviews = None
         if (user is None) != (store is None):
             raise RecommendError("--user and --store go together: the user is one of the store's")
-        if store is not None:
-            secret = resolve_secret(passphrase_file=passphrase_file, passphrase_env=passphrase_env,
-                                    key_file=key_file, prompt=True)
+        if store is not None and user is not None:
+            secret = resolve_secret(
+                passphrase_file=passphrase_file, passphrase_env=passphrase_env, key_file=key_file, prompt=True
+            )
             reviews = store_history(LocalStore.open(store, secret), user)
-        items = top_items(run_dir, history=history, text=text, reviews=reviews, k=k, checkpoint=checkpoint,
-                          explain=explain)
-    except (*KNOWN_ERRORS, *client_cli.ERRORS) as err:
+        items = top_items(
+            run_dir, history=history, text=text, reviews=reviews, k=k, checkpoint=checkpoint, explain=explain
+        )
+    except errors as err:
         _fail(err)
     if as_json:
         typer.echo(json.dumps([asdict(i) for i in items], indent=2))
@@ -195,8 +267,15 @@ def recommend(
     for column in ("rank", "item", "title", "category", "price", "score", "stars"):
         table.add_column(column)
     for i in items:
-        table.add_row(str(i.rank), i.item_id, i.title, i.category, "-" if i.price is None else f"{i.price:.2f}",
-                      f"{i.score:.3f}", "-" if i.stars is None else f"{i.stars:.1f}")
+        table.add_row(
+            str(i.rank),
+            i.item_id,
+            i.title,
+            i.category,
+            "-" if i.price is None else f"{i.price:.2f}",
+            f"{i.score:.3f}",
+            "-" if i.stars is None else f"{i.stars:.1f}",
+        )
     Console().print(table)
     for i in items if explain else ():
         console.print(f"[bold]{i.rank}. {i.title}[/]", highlight=False)
@@ -219,9 +298,12 @@ def explanation_lines(why) -> list[str]:
 def audit(
     run_dir: Path = typer.Argument(..., help="The directory of a finished run."),
     device_reports: list[Path] = typer.Option(
-        [], "--device-report", help="A device's audit report, exported by its owner with `privrec client audit "
-        "STORE --run N --json` (repeatable; default in simulation: read the simulated devices' stores)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the report (default RUN_DIR/audit)."),
+        [],
+        "--device-report",
+        help="A device's audit report, exported by its owner with `privrec client audit "
+        "STORE --run N --json` (repeatable; default in simulation: read the simulated devices' stores).",
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Where to write the report (default RUN_DIR/audit)."),
 ) -> None:
     """Write the run's privacy audit: report.html (plots embedded), report.json and report.md; exits 1
     when a check fails (claimed and recomputed epsilon differ, a name outside the allow-list left a
@@ -230,17 +312,20 @@ def audit(
     from common.report import write_report
     from server.audit import AuditError, collect, load_device_reports
 
+    audit_errors: tuple[type[Exception], ...] = (*KNOWN_ERRORS, AuditError, RuntimeError)
     try:
         report = collect(run_dir, load_device_reports(device_reports) if device_reports else None)
         paths = write_report(report, out or run_dir / "audit")
-    except (*KNOWN_ERRORS, AuditError, RuntimeError) as err:
+    except audit_errors as err:
         _fail(err)
     failures = [f for f in report["findings"] if f["severity"] == "failure"]
     for finding in report["findings"]:
         colour = "red" if finding["severity"] == "failure" else "yellow"
         console.print(f"[bold {colour}]{finding['severity']}:[/] {finding['text']}", highlight=False)
-    Console().print(f"audit of run {report['run']['run-id']}: {len(report['devices'])} device(s), "
-                    f"{len(failures)} failed check(s); report: {paths['html']}")
+    Console().print(
+        f"audit of run {report['run']['run-id']}: {len(report['devices'])} device(s), "
+        f"{len(failures)} failed check(s); report: {paths['html']}"
+    )
     if failures:
         raise typer.Exit(code=1)
 
@@ -248,8 +333,12 @@ def audit(
 @app.command()
 def certs(
     out: Path = typer.Argument(..., help="Folder for the credentials (ca.crt, superlink.crt/.key, nodes/)."),
-    hosts: list[str] = typer.Option([], "--host", help="A host name or IP address the SuperNodes dial to reach "
-                                    "the SuperLink (repeatable; goes into its certificate)."),
+    hosts: list[str] = typer.Option(
+        [],
+        "--host",
+        help="A host name or IP address the SuperNodes dial to reach "
+        "the SuperLink (repeatable; goes into its certificate).",
+    ),
     nodes: int = typer.Option(0, "--nodes", help="Also make this many SuperNode key pairs (node-1, node-2, ...)."),
     names: list[str] = typer.Option([], "--node", help="Or: make a SuperNode key pair with this name (repeatable)."),
     days: int = typer.Option(365, "--days", help="Validity of the certificates in days."),
@@ -261,8 +350,9 @@ def certs(
     from common.certificates import CertificateError, make_credentials
 
     try:
-        written = make_credentials(out, hosts=hosts, nodes=[*names, *(f"node-{i}" for i in range(1, nodes + 1))],
-                                   force=force, days=days)
+        written = make_credentials(
+            out, hosts=hosts, nodes=[*names, *(f"node-{i}" for i in range(1, nodes + 1))], force=force, days=days
+        )
     except (CertificateError, OSError) as err:
         _fail(err)
     for path in written:
@@ -271,11 +361,12 @@ def certs(
 
 @app.command()
 def baselines(
-    data: Optional[Path] = typer.Option(None, "--data", help="Review JSON lines; default: demo data."),
-    items: Optional[Path] = typer.Option(None, "--items", help="Item catalogue; default: demo data."),
-    centralised_epochs: int = typer.Option(0, "--centralised-epochs",
-                                           help="Also train the same model centrally for N epochs."),
-    config_file: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+    data: Path | None = typer.Option(None, "--data", help="Review JSON lines; default: demo data."),
+    items: Path | None = typer.Option(None, "--items", help="Item catalogue; default: demo data."),
+    centralised_epochs: int = typer.Option(
+        0, "--centralised-epochs", help="Also train the same model centrally for N epochs."
+    ),
+    config_file: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     settings: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Popularity, EASE and (optionally) centralised training on the same split, side by side."""
@@ -304,8 +395,8 @@ def baselines(
 
 @data_app.command("check")
 def data_check(
-    data: Optional[Path] = typer.Option(None, "--data", help="Review JSON lines; default: demo data."),
-    items: Optional[Path] = typer.Option(None, "--items", help="Item catalogue; default: demo data."),
+    data: Path | None = typer.Option(None, "--data", help="Review JSON lines; default: demo data."),
+    items: Path | None = typer.Option(None, "--items", help="Item catalogue; default: demo data."),
     on_bad: str = typer.Option("fail", "--on-bad", help="'fail' at the first bad record or 'skip' them."),
     clients: int = typer.Option(5, "--clients", help="Show the partition into this many clients."),
     partition: str = typer.Option("iid", "--partition", help="'iid' or 'dirichlet'."),
@@ -315,9 +406,16 @@ def data_check(
     from common.run_data import RunData
 
     try:
-        cfg = RunConfig.from_mapping({"reviews-path": _str(data) or "", "items-path": _str(items) or "",
-                                      "on-bad-record": on_bad, "num-clients": clients,
-                                      "partition": partition, "min-train-clients": 1})
+        cfg = RunConfig.from_mapping(
+            {
+                "reviews-path": _str(data) or "",
+                "items-path": _str(items) or "",
+                "on-bad-record": on_bad,
+                "num-clients": clients,
+                "partition": partition,
+                "min-train-clients": 1,
+            }
+        )
         run_data = RunData.load(cfg)
         sizes = [len(run_data.client_users(cfg, i)) for i in range(clients)]
     except KNOWN_ERRORS as err:
@@ -336,8 +434,8 @@ def data_check(
 @data_app.command("split")
 def data_split(
     out: Path = typer.Argument(..., help="Folder for client-<k>.jsonl.gz, one review file per device."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Review JSON lines; default: demo data."),
-    items: Optional[Path] = typer.Option(None, "--items", help="Item catalogue; default: demo data."),
+    data: Path | None = typer.Option(None, "--data", help="Review JSON lines; default: demo data."),
+    items: Path | None = typer.Option(None, "--items", help="Item catalogue; default: demo data."),
     clients: int = typer.Option(3, "--clients", help="How many devices."),
     partition: str = typer.Option("iid", "--partition", help="'iid' or 'dirichlet' (as in simulation)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the partition."),
@@ -350,9 +448,16 @@ def data_split(
     from common.run_data import RunData
 
     try:
-        cfg = RunConfig.from_mapping({"reviews-path": _str(data) or "", "items-path": _str(items) or "",
-                                      "num-clients": clients, "partition": partition, "seed": seed,
-                                      "min-train-clients": 1})
+        cfg = RunConfig.from_mapping(
+            {
+                "reviews-path": _str(data) or "",
+                "items-path": _str(items) or "",
+                "num-clients": clients,
+                "partition": partition,
+                "seed": seed,
+                "min-train-clients": 1,
+            }
+        )
         paths = [out / f"client-{k}.jsonl.gz" for k in range(clients)]
         existing = [p for p in paths if p.exists()]
         if existing and not force:
@@ -368,7 +473,7 @@ def data_split(
 
 @app.command("config")
 def show_config(
-    config_file: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+    config_file: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     settings: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """List every run setting with its value and meaning (validated)."""
@@ -385,7 +490,7 @@ def show_config(
     Console().print(table)
 
 
-def _str(path: Optional[Path]) -> Optional[str]:
+def _str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
@@ -399,8 +504,11 @@ def main() -> None:
     except Exception as err:  # noqa: BLE001 - the last line of defence for private data
         if os.environ.get("PRIVREC_DEBUG"):
             raise
-        console.print(f"[bold red]error:[/] unexpected {type(err).__name__}; no existing file was replaced. "
-                      "Set PRIVREC_DEBUG=1 to see the traceback.", highlight=False)
+        console.print(
+            f"[bold red]error:[/] unexpected {type(err).__name__}; no existing file was replaced. "
+            "Set PRIVREC_DEBUG=1 to see the traceback.",
+            highlight=False,
+        )
         sys.exit(1)
 
 

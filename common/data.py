@@ -9,9 +9,10 @@ import logging
 import math
 import re
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from common.schema import Item, Review
 
@@ -21,6 +22,7 @@ BAD_RECORD_POLICIES = ("fail", "skip")
 _GZIP_MAGIC = b"\x1f\x8b"
 _MISSING: Any = object()
 _SHOWN_IN_WARNING = 3
+MAX_TEXT_CHARS = 100_000  # a review or summary longer than this is a bad record (no review is; the NLP would refuse it)
 _MAX_VALUE_CHARS = 80
 
 # Logical field -> accepted keys: normalised name first, then the raw Amazon 2014/2018 name.
@@ -122,14 +124,19 @@ def _apply_policy(report: LoadReport, on_bad: str) -> None:
     if not report.problems:
         return
     if on_bad == "fail":
-        message = f"{report.problems[0]} (use on_bad='skip' to skip bad records)"
+        message = (
+            f"{report.problems[0]} (to skip bad records instead: `--on-bad skip`, or the run setting "
+            "`on-bad-record = 'skip'`)"
+        )
         more = len(report.problems) - 1
         if more:
             message += f"; {more} more bad record{'s' if more > 1 else ''} in {report.path}"
         raise DataError(message, report)
     logger.warning(
         "%s: skipped %d bad record(s), kept %d; first: %s",
-        report.path, report.records_bad, report.records_ok,
+        report.path,
+        report.records_bad,
+        report.records_ok,
         " | ".join(report.problems[:_SHOWN_IN_WARNING]),
     )
 
@@ -230,6 +237,10 @@ def _optional_str(record: dict[str, Any], keys: tuple[str, ...]) -> str | None:
 
 
 def _review(record: dict[str, Any]) -> Review:
+    for field_name in ("text", "summary"):
+        key, value = _get(record, _REVIEW_KEYS[field_name])
+        if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+            raise _Bad(key, f"is {len(value):,} characters long, above the limit of {MAX_TEXT_CHARS:,}", value)
     return Review(
         user_id=_required_id(record, _REVIEW_KEYS["user_id"]),
         item_id=_required_id(record, _REVIEW_KEYS["item_id"]),
@@ -338,7 +349,22 @@ def load_reviews(path: str | Path, *, on_bad: str = "fail") -> tuple[list[Review
     _check_policy(on_bad)
     reviews, report = _read_reviews(Path(path))
     _apply_policy(report, on_bad)
+    _check_reviews(reviews, report)
     return reviews, report
+
+
+def _check_reviews(reviews: list[Review], report: LoadReport) -> None:
+    """No reviews at all is an error; a user reviewing one item twice is said (the latest counts)."""
+    if not reviews:
+        skipped = f" after skipping {report.records_bad} bad record(s)" if report.records_bad else ""
+        raise DataError(f"{report.path}: no reviews{skipped}; give a JSON-lines file with one review per line", report)
+    pairs = len({(r.user_id, r.item_id) for r in reviews})
+    if pairs < len(reviews):
+        logger.warning(
+            "%s: %d review(s) repeat a (user, item) pair; each user keeps their latest review of an item",
+            report.path,
+            len(reviews) - pairs,
+        )
 
 
 def load_items(path: str | Path, *, on_bad: str = "fail") -> tuple[dict[str, Item], LoadReport]:
@@ -370,6 +396,7 @@ def load_dataset(reviews_path: str | Path, items_path: str | Path, *, on_bad: st
     items, item_report = load_items(items_path, on_bad=on_bad)
     reviews, report = _read_reviews(Path(reviews_path), items, items_path)
     _apply_policy(report, on_bad)
+    _check_reviews(reviews, report)
     return ReviewData(reviews=reviews, items=items, review_report=report, item_report=item_report)
 
 
@@ -378,6 +405,17 @@ def write_reviews(path: Path, reviews: Iterable[Review]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(path, "wt", encoding="utf-8") as handle:
         for r in reviews:
-            handle.write(json.dumps({"user_id": r.user_id, "item_id": r.item_id, "rating": r.rating,
-                                     "timestamp": r.timestamp, "summary": r.summary, "review_text": r.text,
-                                     "reviewer_name": r.reviewer_name}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "user_id": r.user_id,
+                        "item_id": r.item_id,
+                        "rating": r.rating,
+                        "timestamp": r.timestamp,
+                        "summary": r.summary,
+                        "review_text": r.text,
+                        "reviewer_name": r.reviewer_name,
+                    }
+                )
+                + "\n"
+            )

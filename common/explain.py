@@ -12,8 +12,9 @@ match it, and the user's own item most like it. Computed on the device, from the
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -51,8 +52,14 @@ def sentences_of(texts: Sequence[str]) -> list[str]:
 
 
 @torch.no_grad()
-def explain(recommender: "Recommender", rows: Sequence[int], parts: dict[str, np.ndarray], *,
-            reviews: Sequence[Review] = (), text: str = "") -> list[Explanation]:
+def explain(
+    recommender: Recommender,
+    rows: Sequence[int],
+    parts: dict[str, np.ndarray],
+    *,
+    reviews: Sequence[Review] = (),
+    text: str = "",
+) -> list[Explanation]:
     """One :class:`Explanation` per catalogue row in ``rows``, for one user given by their ``reviews``
     (history) or their ``text`` (a description); ``parts`` are that user's score parts ([items] each)."""
     catalogue, cfg = recommender.catalogue, recommender.cfg
@@ -69,13 +76,20 @@ def explain(recommender: "Recommender", rows: Sequence[int], parts: dict[str, np
     out = []
     for n, row in enumerate(rows):
         best = np.argsort(-similarity[n], kind="stable")[:SENTENCES]
-        attributes = [f"{facet} {value} ({weight:g} of your {total} reviewed items)" for facet, value, weight, total
-                      in recommender.attributes.matches(history, row)]
+        attributes = [
+            f"{facet} {value} ({weight:g} of your {total} reviewed items)"
+            for facet, value, weight, total in recommender.attributes.matches(history, row)
+        ]
         like = None
         if reviewed:
             closest = max(reviewed, key=lambda j: float(pooled[j] @ pooled[row]))
             like = catalogue.items[catalogue.ids[closest]].title
-        out.append(Explanation(parts={name: float(part[row]) for name, part in parts.items()},
-                               sentences=[(own[i], float(similarity[n, i])) for i in best],
-                               attributes=attributes, like=like))
+        out.append(
+            Explanation(
+                parts={name: float(part[row]) for name, part in parts.items()},
+                sentences=[(own[i], float(similarity[n, i])) for i in best],
+                attributes=attributes,
+                like=like,
+            )
+        )
     return out

@@ -19,9 +19,6 @@ import functools
 import math
 import warnings
 
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
-
 from common import records
 from common.config import RunConfig
 
@@ -34,8 +31,10 @@ def release_plan(cfg: RunConfig) -> dict[str, float]:
     sigma = cfg.noise_multiplier or _calibrated(cfg.target_epsilon, cfg.target_delta, 1)
     if not cfg.release_head_items:
         return {records.RELEASE_ITEM_COUNTS: sigma}
-    return {records.RELEASE_ITEM_COUNTS: sigma / math.sqrt(cfg.release_split),
-            records.RELEASE_HEAD_GRAM: sigma / math.sqrt(1.0 - cfg.release_split)}
+    return {
+        records.RELEASE_ITEM_COUNTS: sigma / math.sqrt(cfg.release_split),
+        records.RELEASE_HEAD_GRAM: sigma / math.sqrt(1.0 - cfg.release_split),
+    }
 
 
 def release_noise(cfg: RunConfig, statistic: str = records.RELEASE_ITEM_COUNTS) -> float:
@@ -55,9 +54,14 @@ def quiet_accountant():
 
 @functools.lru_cache(maxsize=32)
 def _calibrated(epsilon: float, delta: float, releases: int) -> float:
+    from opacus.accountants.utils import get_noise_multiplier  # imports torch: only when calibrating
+
     with quiet_accountant():
-        return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=SAMPLE_RATE,
-                                          steps=releases, accountant="rdp"))
+        return float(
+            get_noise_multiplier(
+                target_epsilon=epsilon, target_delta=delta, sample_rate=SAMPLE_RATE, steps=releases, accountant="rdp"
+            )
+        )
 
 
 class FederationAccountant:
@@ -75,6 +79,8 @@ class FederationAccountant:
         """Epsilon of every release so far at :attr:`delta` (0 before any)."""
         if not self.history:
             return 0.0
+        from opacus.accountants import RDPAccountant
+
         accountant = RDPAccountant()
         accountant.history = list(self.history)
         with quiet_accountant():

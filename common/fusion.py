@@ -19,8 +19,8 @@ At weight 0 or below such reviews also leave the profile text (unless nothing el
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import sparse
@@ -39,8 +39,9 @@ def unit(scores: np.ndarray) -> np.ndarray:
     return scores / scale if scale > 0 else np.zeros_like(scores)
 
 
-def history_matrix(catalogue: Catalogue, histories: Sequence[Sequence[Review]],
-                   low_rating_weight: float = 1.0) -> np.ndarray:
+def history_matrix(
+    catalogue: Catalogue, histories: Sequence[Sequence[Review]], low_rating_weight: float = 1.0
+) -> np.ndarray:
     """[users, items] history: 1 per reviewed item, ``low_rating_weight`` where it was rated
     ``LOW_STARS`` or fewer."""
     return catalogue.interactions(histories, lambda r: low_rating_weight if r.rating <= LOW_STARS else 1.0)
@@ -76,10 +77,16 @@ class AttributePreferences:
     def __init__(self, catalogue: Catalogue) -> None:
         items = [catalogue.items[i] for i in catalogue.ids]
         prices = np.array([np.nan if i.price is None else i.price for i in items], dtype=float)
-        self.edges = np.nanquantile(prices, np.linspace(0, 1, PRICE_BANDS + 1)[1:-1]) if np.isfinite(prices).any() else np.array([])
-        facets = [_facet("category", [item.categories for item in items]),
-                  _facet("brand", [(item.brand,) if item.brand else () for item in items]),
-                  _facet("price band", [() if np.isnan(p) else (self.band(p),) for p in prices])]
+        self.edges = (
+            np.nanquantile(prices, np.linspace(0, 1, PRICE_BANDS + 1)[1:-1])
+            if np.isfinite(prices).any()
+            else np.array([])
+        )
+        facets = [
+            _facet("category", [item.categories for item in items]),
+            _facet("brand", [(item.brand,) if item.brand else () for item in items]),
+            _facet("price band", [() if np.isnan(p) else (self.band(p),) for p in prices]),
+        ]
         self.facets = [f for f in facets if f.values]
 
     def band(self, price: float) -> str:
@@ -93,7 +100,7 @@ class AttributePreferences:
         mass = np.maximum(np.abs(history).sum(axis=1, keepdims=True), 1.0)
         shares = history / mass
         parts = [unit(np.asarray(f.matrix @ (f.matrix.T @ shares.T)).T) for f in self.facets]
-        return unit(sum(parts)) if parts else np.zeros_like(history)
+        return unit(np.sum(parts, axis=0)) if parts else np.zeros_like(history)
 
     def matches(self, history: np.ndarray, item_row: int) -> list[tuple[str, str, float, int]]:
         """Where item ``item_row`` meets one user's weighted history: (facet, value, weight of the

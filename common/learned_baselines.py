@@ -10,7 +10,7 @@ not seen in training (the cold start the text towers are for).
 from __future__ import annotations
 
 import copy
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,8 +21,16 @@ from common.metrics import NDCG, summarise
 from common.split import Split
 
 
-def _fit(model: nn.Module, step: Callable[[], float], score: Callable[[], np.ndarray], valid: Callable[[np.ndarray], float],
-         *, epochs: int, check_every: int, patience: int) -> np.ndarray:
+def _fit(
+    model: nn.Module,
+    step: Callable[[], float],
+    score: Callable[[], np.ndarray],
+    valid: Callable[[np.ndarray], float],
+    *,
+    epochs: int,
+    check_every: int,
+    patience: int,
+) -> np.ndarray:
     """Train with ``step`` (one epoch) and return the scores of the epoch best on ``valid``."""
     best, best_state, since = float("-inf"), copy.deepcopy(model.state_dict()), 0
     for epoch in range(1, epochs + 1):
@@ -47,8 +55,9 @@ def _validator(users: Sequence[str], split: Split, catalogue: Catalogue, k: int)
 
     rows = [n for n, u in enumerate(users) if u in split.valid]
     valid_users = [users[n] for n in rows]
-    return lambda scores: summarise(ranks_from_scores(scores[rows], valid_users, split, catalogue,
-                                                      target="valid"), k=k)[f"{NDCG}@{k}"]
+    return lambda scores: summarise(
+        ranks_from_scores(scores[rows], valid_users, split, catalogue, target="valid"), k=k
+    )[f"{NDCG}@{k}"]
 
 
 class _MF(nn.Module):
@@ -60,15 +69,32 @@ class _MF(nn.Module):
         nn.init.normal_(self.item.weight, std=0.1)
 
 
-def bpr_mf(split: Split, users: Sequence[str], catalogue: Catalogue, *, seed: int, k: int = 10, dim: int = 64,
-           epochs: int = 200, lr: float = 5e-3, reg: float = 1e-4, batch: int = 1024) -> np.ndarray:
+def bpr_mf(
+    split: Split,
+    users: Sequence[str],
+    catalogue: Catalogue,
+    *,
+    seed: int,
+    k: int = 10,
+    dim: int = 64,
+    epochs: int = 200,
+    lr: float = 5e-3,
+    reg: float = 1e-4,
+    batch: int = 1024,
+) -> np.ndarray:
     """[users, items] scores of matrix factorisation trained with BPR (Rendle et al., UAI 2009):
     one uniformly drawn unseen item per training pair and epoch."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     index = {u: n for n, u in enumerate(users)}
-    pairs = np.array([(index[u], catalogue.index[r.item_id]) for u in users for r in split.train.get(u, [])
-                      if r.item_id in catalogue.index])
+    pairs = np.array(
+        [
+            (index[u], catalogue.index[r.item_id])
+            for u in users
+            for r in split.train.get(u, [])
+            if r.item_id in catalogue.index
+        ]
+    )
     seen = {(u, i) for u, i in pairs.tolist()}
     model = _MF(len(users), len(catalogue), dim)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
@@ -76,13 +102,13 @@ def bpr_mf(split: Split, users: Sequence[str], catalogue: Catalogue, *, seed: in
     def step() -> float:
         order = rng.permutation(len(pairs))
         negatives = rng.integers(0, len(catalogue), len(pairs))
-        for n, (u, i) in enumerate(pairs[order].tolist()):  # redraw the few that the user has seen
+        for n, (u, _item) in enumerate(pairs[order].tolist()):  # redraw the few that the user has seen
             while (u, int(negatives[n])) in seen:
                 negatives[n] = rng.integers(0, len(catalogue))
         for start in range(0, len(pairs), batch):
-            chosen = torch.as_tensor(pairs[order[start:start + batch]])
+            chosen = torch.as_tensor(pairs[order[start : start + batch]])
             u, i = model.user(chosen[:, 0]), model.item(chosen[:, 1])
-            j = model.item(torch.as_tensor(negatives[start:start + batch]))
+            j = model.item(torch.as_tensor(negatives[start : start + batch]))
             loss = -nn.functional.logsigmoid((u * i).sum(1) - (u * j).sum(1)).mean()
             loss = loss + reg * (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum()) / len(chosen)
             optimiser.zero_grad()
@@ -119,9 +145,22 @@ class _SASRec(nn.Module):
         return hidden @ self.item.weight[1:].T
 
 
-def sasrec(split: Split, users: Sequence[str], catalogue: Catalogue, *, seed: int, k: int = 10, dim: int = 64,
-           length: int = 20, layers: int = 2, heads: int = 2, dropout: float = 0.3, epochs: int = 200,
-           lr: float = 1e-3, batch: int = 128) -> np.ndarray:
+def sasrec(
+    split: Split,
+    users: Sequence[str],
+    catalogue: Catalogue,
+    *,
+    seed: int,
+    k: int = 10,
+    dim: int = 64,
+    length: int = 20,
+    layers: int = 2,
+    heads: int = 2,
+    dropout: float = 0.3,
+    epochs: int = 200,
+    lr: float = 1e-3,
+    batch: int = 128,
+) -> np.ndarray:
     """[users, items] scores of a SASRec-style model trained on next-item prediction (full softmax
     over the catalogue) from each user's training reviews in time order."""
     torch.manual_seed(seed)
@@ -129,9 +168,9 @@ def sasrec(split: Split, users: Sequence[str], catalogue: Catalogue, *, seed: in
     sequences = np.zeros((len(users), length + 1), dtype=np.int64)  # left-padded, last column = last item
     for n, user in enumerate(users):
         rows = [catalogue.index[r.item_id] + 1 for r in split.train.get(user, []) if r.item_id in catalogue.index]
-        rows = rows[-(length + 1):]
+        rows = rows[-(length + 1) :]
         if rows:
-            sequences[n, -len(rows):] = rows
+            sequences[n, -len(rows) :] = rows
     model = _SASRec(len(catalogue), dim, length, layers, heads, dropout)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     trainable = np.flatnonzero((sequences > 0).sum(1) >= 2)
@@ -139,11 +178,12 @@ def sasrec(split: Split, users: Sequence[str], catalogue: Catalogue, *, seed: in
     def step() -> float:
         order = rng.permutation(trainable)
         for start in range(0, len(order), batch):
-            chosen = torch.as_tensor(sequences[order[start:start + batch]])
+            chosen = torch.as_tensor(sequences[order[start : start + batch]])
             inputs, targets = chosen[:, :-1], chosen[:, 1:] - 1  # -1: padding, ignored
             logits = model(inputs)
-            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                               ignore_index=-1)
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1
+            )
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 HIT_RATE = "hr"
@@ -9,7 +11,7 @@ NDCG = "ndcg"
 MRR = "mrr"
 
 
-def target_rank(scores: np.ndarray, target: int, exclude: np.ndarray | list[int] = ()) -> int:
+def target_rank(scores: np.ndarray, target: int, exclude: np.ndarray | Sequence[int] = ()) -> int:
     """1-based rank of ``target`` among all items except ``exclude`` (ties count against it).
 
     Full ranking: every catalogue item the user has not interacted with is a candidate, so

@@ -20,9 +20,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, cast
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -33,6 +35,8 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from common.config import RunConfig
 
 log = logging.getLogger(__name__)
+# PEFT asks transformers a deprecated question on every model it wraps; nothing for our users to do.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 HEADS_FILE = "heads.safetensors"
 META_FILE = "privrec.json"
@@ -142,6 +146,9 @@ class ItemItem(nn.Module):
     on the device (joint DP: the user side is exact and stays local).
     """
 
+    weight: torch.Tensor  # buffers (released, never trained)
+    rows: torch.Tensor
+
     def __init__(self, head_items: int) -> None:
         super().__init__()
         self.register_buffer("weight", torch.zeros(head_items, head_items))
@@ -157,6 +164,9 @@ class ItemRating(nn.Module):
     offset from the federation's mean rating, and that mean. Not trained; a mean of 0 means "not
     released" (no star predictions: ``Recommender.predicted_stars`` returns None)."""
 
+    offsets: torch.Tensor  # buffers (released, never trained)
+    mean: torch.Tensor
+
     def __init__(self, num_items: int) -> None:
         super().__init__()
         self.register_buffer("offsets", torch.zeros(num_items))
@@ -166,10 +176,19 @@ class ItemRating(nn.Module):
 class TwoTowerRecommender(nn.Module):
     """Scores users against items; see the module docstring for the design."""
 
-    def __init__(self, encoder: PeftModel, *, embed_dim: int, temperature: float,
-                 num_items: int = 0, head_items: int = 0, ratings: bool = False, table_width: int = 0) -> None:
+    def __init__(
+        self,
+        encoder: PeftModel,
+        *,
+        embed_dim: int,
+        temperature: float,
+        num_items: int = 0,
+        head_items: int = 0,
+        ratings: bool = False,
+        table_width: int = 0,
+    ) -> None:
         super().__init__()
-        hidden = encoder.get_base_model().config.hidden_size
+        hidden = int(cast(Any, encoder.get_base_model()).config.hidden_size)
         self.encoder = encoder
         self.user_proj = nn.Linear(hidden, embed_dim)
         self.item_proj = nn.Linear(hidden, embed_dim)
@@ -189,8 +208,9 @@ class TwoTowerRecommender(nn.Module):
         self.user_proj.bias.zero_()
         self.item_proj.bias.zero_()
 
-    def encode_users(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                     history: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_users(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, history: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Unit-length user vectors from tokenised profiles (LoRA active).
 
         ``history`` ([users, n] item rows, -1 = padding) adds the mean per-item vector of the
@@ -264,16 +284,22 @@ def build_model(cfg: RunConfig, *, num_items: int = 0, seed: int | None = None) 
     try:
         encoder = get_peft_model(base, lora)
     except ValueError as err:
-        raise ModelError(f"`lora-targets` {cfg.lora_targets!r} does not fit the model in "
-                         f"{cfg.model_dir}: {err}") from err
+        raise ModelError(
+            f"`lora-targets` {cfg.lora_targets!r} does not fit the model in {cfg.model_dir}: {err}"
+        ) from err
     if cfg.ffa_lora:  # FFA-LoRA: A stays at its seeded random init on every party; only B trains
         for name, param in encoder.named_parameters():
             if "lora_A" in name:
                 param.requires_grad_(False)
-    return TwoTowerRecommender(encoder, embed_dim=cfg.embed_dim, temperature=cfg.temperature,
-                               num_items=num_items if cfg.item_embeddings else 0,
-                               head_items=cfg.release_head_items, ratings=releases_ratings(cfg),
-                               table_width=table_width(cfg))
+    return TwoTowerRecommender(
+        encoder,
+        embed_dim=cfg.embed_dim,
+        temperature=cfg.temperature,
+        num_items=num_items if cfg.item_embeddings else 0,
+        head_items=cfg.release_head_items,
+        ratings=cfg.releases_ratings,
+        table_width=table_width(cfg),
+    )
 
 
 def table_width(cfg: RunConfig) -> int:
@@ -281,11 +307,6 @@ def table_width(cfg: RunConfig) -> int:
     where the tables travel; under distributed DP they never leave a device (the server fills the
     offsets from the release), so they stay exact."""
     return 0 if cfg.dp == "distributed" else cfg.item_table_width
-
-
-def releases_ratings(cfg: RunConfig) -> bool:
-    """Whether the run's model carries released rating statistics."""
-    return cfg.dp == "distributed" and cfg.release_ratings and cfg.item_embeddings
 
 
 def _top_layers(num_layers: int, top: int) -> list[int] | None:
@@ -298,15 +319,17 @@ def _top_layers(num_layers: int, top: int) -> list[int] | None:
 def _checked_model_dir(cfg: RunConfig) -> Path:
     path = cfg.model_dir
     if not (path / "config.json").is_file():
-        raise ModelError(f"`model-path` {str(path)!r} holds no config.json; point it at a local "
-                         "BERT checkpoint directory (weights are never downloaded).")
+        raise ModelError(
+            f"`model-path` {str(path)!r} holds no config.json; point it at a local "
+            "BERT checkpoint directory (weights are never downloaded)."
+        )
     return path
 
 
 # ----- the exchanged state ---------------------------------------------------------------------
 def _exchanged(model: TwoTowerRecommender) -> dict[str, torch.Tensor]:
     """The tensors that travel: trainable parameters and released statistics (buffers)."""
-    tensors = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    tensors: dict[str, torch.Tensor] = {n: p for n, p in model.named_parameters() if p.requires_grad}
     tensors.update({n: b for n, b in model.named_buffers() if n.startswith(RELEASED_PREFIXES)})
     return tensors
 
@@ -323,14 +346,18 @@ def load_trainable_state(model: TwoTowerRecommender, state: Mapping[str, torch.T
     missing = sorted(set(params) - set(state))
     unexpected = sorted(set(state) - set(params))
     if missing or unexpected:
-        raise ModelError(f"update does not fit the model: missing {missing[:3]}, unexpected "
-                         f"{unexpected[:3]}; both sides must use the same model settings.")
+        raise ModelError(
+            f"update does not fit the model: missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}; both sides must use the same model settings."
+        )
     values = {}
     for name, param in params.items():  # check everything before changing anything
         value = torch.as_tensor(state[name])
         if tuple(value.shape) != tuple(param.shape):
-            raise ModelError(f"tensor {name!r} has shape {tuple(value.shape)}, expected "
-                             f"{tuple(param.shape)}; both sides must use the same model settings.")
+            raise ModelError(
+                f"tensor {name!r} has shape {tuple(value.shape)}, expected "
+                f"{tuple(param.shape)}; both sides must use the same model settings."
+            )
         if not torch.isfinite(value).all():
             raise ModelError(f"tensor {name!r} holds NaN or infinite values; refusing the update.")
         values[name] = value
@@ -355,18 +382,25 @@ def load_checkpoint(directory: Path, cfg: RunConfig, *, num_items: int = 0) -> T
         raise ModelError(f"{directory}: no adapter_config.json; pass a PrivRec checkpoint folder.")
     base = AutoModel.from_pretrained(str(_checked_model_dir(cfg)))
     encoder = PeftModel.from_pretrained(base, str(directory), is_trainable=True)
-    model = TwoTowerRecommender(encoder, embed_dim=cfg.embed_dim, temperature=cfg.temperature,
-                                num_items=num_items if cfg.item_embeddings else 0,
-                                head_items=cfg.release_head_items, ratings=releases_ratings(cfg),
-                                table_width=table_width(cfg))
+    model = TwoTowerRecommender(
+        encoder,
+        embed_dim=cfg.embed_dim,
+        temperature=cfg.temperature,
+        num_items=num_items if cfg.item_embeddings else 0,
+        head_items=cfg.release_head_items,
+        ratings=cfg.releases_ratings,
+        table_width=table_width(cfg),
+    )
     heads = load_file(str(directory / HEADS_FILE))
     with torch.no_grad():
         for name, tensor in _exchanged(model).items():
             if name in heads:
                 if tuple(heads[name].shape) != tuple(tensor.shape):
-                    raise ModelError(f"{directory}: tensor {name} has shape {tuple(heads[name].shape)}, this model "
-                                     f"expects {tuple(tensor.shape)}: the checkpoint was trained with another "
-                                     "catalogue or settings; pass the run's own items file and config")
+                    raise ModelError(
+                        f"{directory}: tensor {name} has shape {tuple(heads[name].shape)}, this model "
+                        f"expects {tuple(tensor.shape)}: the checkpoint was trained with another "
+                        "catalogue or settings; pass the run's own items file and config"
+                    )
                 tensor.copy_(heads[name])
     return model
 
@@ -394,7 +428,12 @@ def pool_catalogue(
     chunks = []
     model.eval()
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(list(texts[start:start + batch_size]), truncation=True,
-                          max_length=max_tokens, padding=True, return_tensors="pt").to(device)
+        batch = tokenizer(
+            list(texts[start : start + batch_size]),
+            truncation=True,
+            max_length=max_tokens,
+            padding=True,
+            return_tensors="pt",
+        ).to(device)
         chunks.append(model.pool_items(batch["input_ids"], batch["attention_mask"]))
     return ItemVectors(ids=tuple(ids), pooled=torch.cat(chunks).detach())

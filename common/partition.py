@@ -32,9 +32,7 @@ def _iid(users: list[str], num_clients: int, rng: np.random.Generator) -> list[l
     return [shuffled[client::num_clients] for client in range(num_clients)]
 
 
-def _dirichlet(
-    labels: dict[str, str], num_clients: int, alpha: float, rng: np.random.Generator
-) -> list[list[str]]:
+def _dirichlet(labels: dict[str, str], num_clients: int, alpha: float, rng: np.random.Generator) -> list[list[str]]:
     by_label: dict[str, list[str]] = defaultdict(list)
     for user in sorted(labels):
         by_label[labels[user]].append(user)
@@ -43,8 +41,8 @@ def _dirichlet(
         members = [by_label[label][i] for i in rng.permutation(len(by_label[label]))]
         shares = rng.dirichlet(np.full(num_clients, alpha))
         cuts = (np.cumsum(shares)[:-1] * len(members)).astype(int)
-        for client, part in enumerate(np.split(np.array(members, dtype=object), cuts)):
-            clients[client].extend(part.tolist())
+        for index, part in enumerate(np.split(np.array(members, dtype=object), cuts)):
+            clients[index].extend(part.tolist())
     for client in clients:  # repair: no client may be empty
         if not client:
             largest = max(clients, key=len)  # first of the largest on ties

@@ -10,8 +10,9 @@ x_u @ S, where S mixes two item-item similarities (zero diagonal):
 
 Each part is divided by its standard deviation over the scored users, mixed with ``personal-mix``
 (the text share), divided again and added with ``personal-weight`` (auto, as measured: 4 over the
-zero-shot towers of distributed DP, 0.5 over towers trained by FedAvg without DP, where 4 hurts). S is never formed: both parts
-are products of thin factors (items x dimensions, device users x items), so memory grows with the
+zero-shot towers of distributed DP, 0.5 over towers trained by FedAvg without DP, where 4 hurts). S is never
+formed: both parts are products
+of thin factors (items x dimensions, device users x items), so memory grows with the
 catalogue, not with its square. Nothing here is exchanged, so it costs nothing against the
 server's view whatever the DP mode; the held-out items are never in the histories it reads. (With
 ``evaluation = "server"``, a research shortcut, the server's copy of the data plays one device.)
@@ -54,14 +55,19 @@ class CooccurrenceNeighbours:
 class PersonalNeighbours:
     """The device's item-neighbour scores for its users, from their training histories only."""
 
-    def __init__(self, catalogue: Catalogue, pooled_items: torch.Tensor,
-                 train: dict[str, list[Review]], *, mix: float) -> None:
+    def __init__(
+        self, catalogue: Catalogue, pooled_items: torch.Tensor, train: dict[str, list[Review]], *, mix: float
+    ) -> None:
         self.catalogue = catalogue
-        self.parts = [(share, make()) for share, make in (
-            (mix, lambda: TextNeighbours(pooled_items)),
-            (1.0 - mix, lambda: CooccurrenceNeighbours(catalogue.interactions(list(train.values())))))
-            if share > 0]
+        self.parts = [
+            (share, make())
+            for share, make in (
+                (mix, lambda: TextNeighbours(pooled_items)),
+                (1.0 - mix, lambda: CooccurrenceNeighbours(catalogue.interactions(list(train.values())))),
+            )
+            if share > 0
+        ]
 
     def scores(self, history: np.ndarray) -> np.ndarray:
         """[users, items] neighbour scores of [users, items] (weighted) histories, unit standard deviation."""
-        return unit(sum(share * unit(part(history)) for share, part in self.parts))
+        return unit(np.sum([share * unit(part(history)) for share, part in self.parts], axis=0))

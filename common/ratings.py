@@ -18,7 +18,7 @@ with beta = ``user-rating-shrinkage``: the user's side is exact and never leaves
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -57,4 +57,4 @@ def predict(user_level: float, offsets: np.ndarray) -> np.ndarray:
 def errors(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     """RMSE and MAE."""
     diff = np.asarray(predicted, dtype=float) - np.asarray(actual, dtype=float)
-    return {"rmse": float(np.sqrt(np.mean(diff ** 2))), "mae": float(np.mean(np.abs(diff)))}
+    return {"rmse": float(np.sqrt(np.mean(diff**2))), "mae": float(np.mean(np.abs(diff)))}

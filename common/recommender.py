@@ -11,9 +11,10 @@ import functools
 import logging
 import math
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -23,9 +24,19 @@ from common.augment import Augmenter, EmbeddingNeighbours
 from common.catalogue import Catalogue
 from common.config import RunConfig
 from common.fusion import AttributePreferences, history_matrix, profile_reviews, unit
+from common.item_cache import cache_key, cached_pooled
 from common.metrics import summarise, target_rank
-from common.model import (ItemVectors, TwoTowerRecommender, build_model, load_checkpoint, load_tokenizer,
-                          load_trainable_state, pool_catalogue, resolve_device, trainable_state)
+from common.model import (
+    ItemVectors,
+    TwoTowerRecommender,
+    build_model,
+    load_checkpoint,
+    load_tokenizer,
+    load_trainable_state,
+    pool_catalogue,
+    resolve_device,
+    trainable_state,
+)
 from common.personal import PersonalNeighbours
 from common.ratings import predict, user_mean
 from common.schema import Review
@@ -89,16 +100,24 @@ class Recommender:
         self.load_state(trainable_state(load_checkpoint(directory, self.cfg, num_items=len(self.catalogue))))
 
     # ----- training ---------------------------------------------------------------------------
-    def train(self, users: Sequence[str], split: Split, *, rng: random.Random,
-              steps: int | None = None, progress: bool = False) -> TrainResult:
+    def train(
+        self,
+        users: Sequence[str],
+        split: Split,
+        *,
+        rng: random.Random,
+        steps: int | None = None,
+        progress: bool = False,
+    ) -> TrainResult:
         """AdamW on the trainable tensors over ``users``; returns loss statistics."""
         cfg = self.cfg
         users = [u for u in users if split.train.get(u)]
         if not users:
             raise ValueError("no users with training reviews on this client; nothing to train.")
         steps = planned_steps(len(users), cfg) if steps is None else steps
-        optimiser = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
-                                      lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        optimiser = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
         self.model.train()
         losses: list[float] = []
         order: list[str] = []
@@ -111,31 +130,37 @@ class Recommender:
         for _ in iterator:
             if len(order) < cfg.batch_size:
                 order.extend(rng.sample(users, len(users)))
-            batch, order = order[:cfg.batch_size], order[cfg.batch_size:]
+            batch, order = order[: cfg.batch_size], order[cfg.batch_size :]
             seen += len(batch)
             loss = self._loss([split.train[u] for u in batch], rng)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             losses.append(float(loss.detach()))
-        return TrainResult(num_examples=len(users), steps=steps, examples_seen=seen,
-                           mean_loss=float(np.mean(losses)), first_loss=losses[0], last_loss=losses[-1])
+        return TrainResult(
+            num_examples=len(users),
+            steps=steps,
+            examples_seen=seen,
+            mean_loss=float(np.mean(losses)),
+            first_loss=losses[0],
+            last_loss=losses[-1],
+        )
 
-    def _loss(self, histories: list[list[Review]], rng: random.Random, *,
-              per_example: bool = False) -> torch.Tensor:
+    def _loss(self, histories: list[list[Review]], rng: random.Random, *, per_example: bool = False) -> torch.Tensor:
         """Softmax cross-entropy of each user's target over the whole catalogue.
 
         ``per_example`` runs the item tower once per example, as DP-SGD's per-example
         gradients need (same value, more compute).
         """
-        profiles, targets, masked = [], [], []
+        profiles: list[list[Review]] = []
+        targets: list[int] = []
+        masked: list = []
         for row, reviews in enumerate(histories):
             profile, target = _example(reviews, self.cfg.training_targets, rng)
             profiles.append(profile)
             targets.append(self.catalogue.index[target])
             # Other items this user reviewed are not negatives.
-            masked.extend((row, c) for c in self.catalogue.rows(r.item_id for r in reviews)
-                          if c != targets[-1])
+            masked.extend((row, c) for c in self.catalogue.rows(r.item_id for r in reviews) if c != targets[-1])
         if self.augmenter is not None:
             profiles = self.augmenter.profiles(profiles, rng)
         items = self.model.encode_items(self.items.pooled, per_example=len(profiles) if per_example else 0)
@@ -150,7 +175,7 @@ class Recommender:
     @torch.no_grad()
     def scores(self, users: Sequence[str], split: Split, batch_size: int = 64) -> np.ndarray:
         """[users, items] scores from each user's full training profile: the sum of :meth:`score_parts`."""
-        return sum(self.score_parts(users, split, batch_size).values())
+        return np.sum(list(self.score_parts(users, split, batch_size).values()), axis=0)
 
     @torch.no_grad()
     def score_parts(self, users: Sequence[str], split: Split, batch_size: int = 64) -> dict[str, np.ndarray]:
@@ -160,9 +185,17 @@ class Recommender:
         cfg = self.cfg
         histories = [split.train.get(u, []) for u in users]
         items = self.model.encode_items(self.items.pooled)
-        chunks = [self.model.similarity(self._encode([profile_reviews(h, cfg.low_rating_weight)
-                                                      for h in histories[start:start + batch_size]]), items).cpu().numpy()
-                  for start in range(0, len(users), batch_size)]
+        chunks = [
+            self.model.similarity(
+                self._encode(
+                    [profile_reviews(h, cfg.low_rating_weight) for h in histories[start : start + batch_size]]
+                ),
+                items,
+            )
+            .cpu()
+            .numpy()
+            for start in range(0, len(users), batch_size)
+        ]
         parts = self._with_prior(np.concatenate(chunks) if chunks else np.zeros((0, len(self.catalogue))))
         if not len(users):
             return parts
@@ -205,8 +238,10 @@ class Recommender:
     def personal(self, split: Split) -> PersonalNeighbours:
         """The on-device item neighbours of ``split``'s users (the device's own; fitted once per split)."""
         if self._personal is None or self._personal[0] is not split:
-            self._personal = (split, PersonalNeighbours(self.catalogue, self.items.pooled, split.train,
-                                                        mix=self.cfg.personal_mix))
+            self._personal = (
+                split,
+                PersonalNeighbours(self.catalogue, self.items.pooled, split.train, mix=self.cfg.personal_mix),
+            )
         return self._personal[1]
 
     @functools.cached_property
@@ -219,6 +254,7 @@ class Recommender:
         the head items, divided by their standard deviation over these users (on the device: the
         histories and this scale never leave it)."""
         layer = self.model.item_item
+        assert layer is not None  # only called when the model carries the released item-item weights
         extra = layer(torch.as_tensor(history, dtype=torch.float32, device=layer.weight.device)).cpu().numpy()
         scores = np.zeros_like(history)
         scores[:, layer.rows.long().cpu().numpy()] = self.cfg.ease_weight * unit(extra)
@@ -245,26 +281,27 @@ class Recommender:
             rows = [self.catalogue.rows(r.item_id for r in p) for p in profiles]
             history = torch.full((len(rows), max(map(len, rows), default=0) or 1), -1, dtype=torch.long)
             for i, r in enumerate(rows):
-                history[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+                history[i, : len(r)] = torch.tensor(r, dtype=torch.long)
             history = history.to(self.device)
         return self._encode_texts(texts, history)
 
     def _encode_texts(self, texts: list[str], history: torch.Tensor | None = None) -> torch.Tensor:
         """User vectors from profile texts (within the token budget) and optional history rows."""
-        batch = self.tokenizer(texts, truncation=True, max_length=self.cfg.max_profile_tokens,
-                               padding=True, return_tensors="pt")
-        return self.model.encode_users(batch["input_ids"].to(self.device),
-                                       batch["attention_mask"].to(self.device), history)
+        batch = self.tokenizer(
+            texts, truncation=True, max_length=self.cfg.max_profile_tokens, padding=True, return_tensors="pt"
+        )
+        return self.model.encode_users(
+            batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device), history
+        )
 
 
-def _augmenter(cfg: RunConfig, model: TwoTowerRecommender,
-               tokenizer: PreTrainedTokenizerBase) -> Augmenter | None:
+def _augmenter(cfg: RunConfig, model: TwoTowerRecommender, tokenizer: PreTrainedTokenizerBase) -> Augmenter | None:
     """The training augmentation ``cfg`` asks for (None = none)."""
     if not cfg.augmentations:
         return None
     neighbours = None
     if "substitute" in cfg.augmentations:
-        embeddings = model.encoder.get_base_model().get_input_embeddings().weight
+        embeddings = cast(Any, model.encoder).get_base_model().get_input_embeddings().weight
         neighbours = EmbeddingNeighbours(tokenizer.get_vocab(), embeddings)
     return Augmenter(cfg.augmentations, cfg.augment_rate, neighbours)
 
@@ -273,7 +310,7 @@ def all_examples(reviews: list[Review], mode: str) -> list[tuple[list[Review], s
     """Every (profile reviews, target item) one user offers; ``reviews`` are in time order."""
     if mode == "next-item" and len(reviews) > 1:
         return [(reviews[:p], reviews[p].item_id) for p in range(1, len(reviews))]
-    return [(reviews[:p] + reviews[p + 1:], reviews[p].item_id) for p in range(len(reviews))]
+    return [(reviews[:p] + reviews[p + 1 :], reviews[p].item_id) for p in range(len(reviews))]
 
 
 def _example(reviews: list[Review], mode: str, rng: random.Random) -> tuple[list[Review], str]:
@@ -287,8 +324,9 @@ def _held_out(split: Split, target: str) -> dict[str, Review]:
     return split.valid if target == "valid" else split.test
 
 
-def ranks_from_scores(scores: np.ndarray, users: Sequence[str], split: Split,
-                      catalogue: Catalogue, *, target: str) -> np.ndarray:
+def ranks_from_scores(
+    scores: np.ndarray, users: Sequence[str], split: Split, catalogue: Catalogue, *, target: str
+) -> np.ndarray:
     """Full-ranking 1-based rank of each user's held-out item (their train items excluded)."""
     held_out = _held_out(split, target)
     ranks = []
@@ -298,12 +336,19 @@ def ranks_from_scores(scores: np.ndarray, users: Sequence[str], split: Split,
     return np.asarray(ranks)
 
 
-def _catalogue_vectors(model: TwoTowerRecommender, tokenizer: PreTrainedTokenizerBase,
-                       catalogue: Catalogue, cfg: RunConfig) -> ItemVectors:
-    """Frozen-base item vectors, computed once per process, base model and device."""
+def _catalogue_vectors(
+    model: TwoTowerRecommender, tokenizer: PreTrainedTokenizerBase, catalogue: Catalogue, cfg: RunConfig
+) -> ItemVectors:
+    """Frozen-base item vectors: kept per process, and on disk for the next process
+    (:mod:`common.item_cache`; their inputs are all public)."""
     device = next(model.parameters()).device
     key = (str(cfg.model_dir), cfg.max_item_tokens, catalogue.ids, str(device))
     if key not in _ITEM_CACHE:
-        _ITEM_CACHE[key] = pool_catalogue(model, tokenizer, catalogue.ids, catalogue.texts(),
-                                          max_tokens=cfg.max_item_tokens)
+        texts = catalogue.texts()
+        disk_key = cache_key(cfg.model_dir, cfg.max_item_tokens, catalogue.ids, texts, str(device))
+        pooled = cached_pooled(
+            disk_key,
+            lambda: pool_catalogue(model, tokenizer, catalogue.ids, texts, max_tokens=cfg.max_item_tokens).pooled,
+        )
+        _ITEM_CACHE[key] = ItemVectors(ids=catalogue.ids, pooled=pooled.to(device))
     return _ITEM_CACHE[key]

@@ -62,6 +62,9 @@ ERROR_REASONS = {
 }
 
 
+TENSOR_DTYPES = frozenset({"float32", "float16"})  # what a train reply's tensors may be (`upload-dtype`)
+
+
 def array_bytes(record) -> int:
     """Payload bytes of an ArrayRecord: its tensors' data as sent (fp16 or fp32)."""
     return sum(len(array.data) for array in record.values())
@@ -69,11 +72,17 @@ def array_bytes(record) -> int:
 
 def payload_bytes(content) -> int:
     """Payload bytes of a message's records: tensors' data, bytes and strings, 8 per number."""
+
     def size(value) -> int:
         if isinstance(value, (bytes, str)):
             return len(value)
         if isinstance(value, list):
             return sum(size(v) for v in value)
         return 8
-    return sum(array_bytes(record) if hasattr(record, "to_torch_state_dict")  # an ArrayRecord
-               else sum(size(v) for v in record.values()) for record in content.values())
+
+    return sum(
+        array_bytes(record)
+        if hasattr(record, "to_torch_state_dict")  # an ArrayRecord
+        else sum(size(v) for v in record.values())
+        for record in content.values()
+    )

@@ -25,7 +25,7 @@ class RunData:
     catalogue: Catalogue
 
     @classmethod
-    def load(cls, cfg: RunConfig) -> "RunData":
+    def load(cls, cfg: RunConfig) -> RunData:
         """Load and split the configured files (cached per process)."""
         return _load(str(cfg.reviews_file), str(cfg.items_file), cfg.on_bad_record)
 
@@ -33,8 +33,9 @@ class RunData:
         """Users held by client ``partition_id`` under the configured partition scheme."""
         parts = _partitions(self, cfg.num_clients, cfg.partition, cfg.dirichlet_alpha, cfg.seed)
         if not 0 <= partition_id < len(parts):
-            raise ValueError(f"partition-id {partition_id} is outside 0..{len(parts) - 1}; "
-                             f"`num-clients` is {cfg.num_clients}.")
+            raise ValueError(
+                f"partition-id {partition_id} is outside 0..{len(parts) - 1}; `num-clients` is {cfg.num_clients}."
+            )
         return parts[partition_id]
 
     def eval_users(self, cfg: RunConfig, target: str) -> list[str]:
@@ -63,13 +64,12 @@ def _catalogue(items: str, on_bad: str) -> Catalogue:
 def _load(reviews: str, items: str, on_bad: str) -> RunData:
     data = load_dataset(reviews, items, on_bad=on_bad)
     split = leave_last_out(data.reviews)
-    log.info("loaded %d reviews, %d users, %d items from %s", len(data.reviews),
-             len(split.train), len(data.items), reviews)
+    log.info(
+        "loaded %d reviews, %d users, %d items from %s", len(data.reviews), len(split.train), len(data.items), reviews
+    )
     return RunData(data=data, split=split, catalogue=Catalogue(data.items))
 
 
 @functools.lru_cache(maxsize=8)
-def _partitions(run_data: RunData, num_clients: int, scheme: str, alpha: float,
-                seed: int) -> list[list[str]]:
-    return partition_users(run_data.split, run_data.data.items, num_clients,
-                           scheme=scheme, alpha=alpha, seed=seed)
+def _partitions(run_data: RunData, num_clients: int, scheme: str, alpha: float, seed: int) -> list[list[str]]:
+    return partition_users(run_data.split, run_data.data.items, num_clients, scheme=scheme, alpha=alpha, seed=seed)

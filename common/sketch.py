@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
 
 import numpy as np
 
@@ -52,9 +52,11 @@ class ReleaseLayout:
         buckets = self.width // SKETCH_ROWS
         index, sign = np.zeros((count, SKETCH_ROWS), dtype=np.int64), np.zeros((count, SKETCH_ROWS))
         for i, item in enumerate(self.item_ids):
-            digest = hashlib.blake2b(item.encode("utf-8"), digest_size=8 * SKETCH_ROWS, person=b"privrec-sketch").digest()
+            digest = hashlib.blake2b(
+                item.encode("utf-8"), digest_size=8 * SKETCH_ROWS, person=b"privrec-sketch"
+            ).digest()
             for r in range(SKETCH_ROWS):
-                word = int.from_bytes(digest[8 * r:8 * r + 8], "little")
+                word = int.from_bytes(digest[8 * r : 8 * r + 8], "little")
                 index[i, r] = r * buckets + (word >> 1) % buckets
                 sign[i, r] = 1.0 if word & 1 else -1.0
         return index, sign

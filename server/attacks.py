@@ -38,12 +38,20 @@ def canary_attack(run_dir: Path, cfg: RunConfig, canaries: list[Canary], claimed
     labels = np.array([c.included for c in canaries])
     attacks = {name: roc(values, labels) for name, values in scores.items() if name != "exposure"}
     bound = one_run_lower_bound(scores["calibrated"], labels)
-    return {"status": "run", "canaries": len(canaries), "included": int(labels.sum()),
-            "attacks": attacks, "lower-bound": bound, "claimed-epsilon": claimed,
-            "exposure": {"in": float(np.mean(scores["exposure"][labels])) if labels.any() else None,
-                         "out": float(np.mean(scores["exposure"][~labels])) if (~labels).any() else None},
-            "scores": {name: [float(v) for v in values] for name, values in scores.items()},
-            "labels": [bool(v) for v in labels]}
+    return {
+        "status": "run",
+        "canaries": len(canaries),
+        "included": int(labels.sum()),
+        "attacks": attacks,
+        "lower-bound": bound,
+        "claimed-epsilon": claimed,
+        "exposure": {
+            "in": float(np.mean(scores["exposure"][labels])) if labels.any() else None,
+            "out": float(np.mean(scores["exposure"][~labels])) if (~labels).any() else None,
+        },
+        "scores": {name: [float(v) for v in values] for name, values in scores.items()},
+        "labels": [bool(v) for v in labels],
+    }
 
 
 def canary_scores(run_dir: Path, cfg: RunConfig, canaries: list[Canary]) -> dict[str, np.ndarray]:
@@ -81,8 +89,14 @@ def roc(scores: np.ndarray, labels: np.ndarray) -> dict:
     tpr = np.array([0.0] + [(positives >= t).mean() for t in thresholds])
     fpr = np.array([0.0] + [(negatives >= t).mean() for t in thresholds])
     at = {f: float(tpr[fpr <= f].max()) for f in (0.01, 0.001)}
-    return {"auc": float(greater + ties / 2), "tpr@1%fpr": at[0.01], "tpr@0.1%fpr": at[0.001],
-            "fpr": fpr.round(4).tolist(), "tpr": tpr.round(4).tolist(), "negatives": int(len(negatives))}
+    return {
+        "auc": float(greater + ties / 2),
+        "tpr@1%fpr": at[0.01],
+        "tpr@0.1%fpr": at[0.001],
+        "fpr": fpr.round(4).tolist(),
+        "tpr": tpr.round(4).tolist(),
+        "negatives": int(len(negatives)),
+    }
 
 
 def one_run_lower_bound(scores: np.ndarray, labels: np.ndarray) -> dict:
@@ -90,7 +104,9 @@ def one_run_lower_bound(scores: np.ndarray, labels: np.ndarray) -> dict:
     order = np.argsort(scores)
     labels = np.asarray(labels, dtype=bool)[order]
     best = {"epsilon": 0.0, "guesses": 0, "correct": 0}
-    tries = sorted({max(1, int(f * len(labels))) for f in GUESS_FRACTIONS if 2 * max(1, int(f * len(labels))) <= len(labels)})
+    tries = sorted(
+        {max(1, int(f * len(labels))) for f in GUESS_FRACTIONS if 2 * max(1, int(f * len(labels))) <= len(labels)}
+    )
     for k in tries:
         correct = int(labels[-k:].sum() + (~labels[:k]).sum())
         eps = _largest_rejected(2 * k, correct, CONFIDENCE / max(len(tries), 1))

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
@@ -33,6 +32,7 @@ from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
 from common.config import RunConfig
+from common.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,10 @@ class CentralAccountant:
             try:
                 self.history = [list(h) for h in json.loads(path.read_text())["history"]]
             except (OSError, ValueError, KeyError, TypeError):
-                raise RuntimeError(f"{path}: the central DP ledger is unreadable; restore it (deleting it "
-                                   "would forget what earlier runs released)") from None
+                raise RuntimeError(
+                    f"{path}: the central DP ledger is unreadable; restore it (deleting it "
+                    "would forget what earlier runs released)"
+                ) from None
 
     def epsilon(self, extra: Iterable[list[float]] = ()) -> float:
         """Epsilon of the releases so far (plus ``extra``) at ``delta``."""
@@ -68,26 +70,36 @@ class CentralAccountant:
     def release(self, noise_multiplier: float) -> float:
         """Record one release; returns epsilon so far."""
         self.history.append([noise_multiplier, 1.0, 1])
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"delta": self.delta, "history": self.history}))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps({"delta": self.delta, "history": self.history}))
         return self.epsilon()
 
 
 class ReplyCalibratedClipping(DifferentialPrivacyClientSideFixedClipping):
     """Flower's client-side fixed clipping, with the noise scaled to the replies actually averaged."""
 
-    def __init__(self, strategy: Strategy, *, noise_multiplier: float, clipping_norm: float,
-                 num_sampled_clients: int, min_replies: int, accountant: CentralAccountant) -> None:
-        super().__init__(strategy, noise_multiplier=noise_multiplier, clipping_norm=clipping_norm,
-                         num_sampled_clients=num_sampled_clients)
+    def __init__(
+        self,
+        strategy: Strategy,
+        *,
+        noise_multiplier: float,
+        clipping_norm: float,
+        num_sampled_clients: int,
+        min_replies: int,
+        accountant: CentralAccountant,
+    ) -> None:
+        super().__init__(
+            strategy,
+            noise_multiplier=noise_multiplier,
+            clipping_norm=clipping_norm,
+            num_sampled_clients=num_sampled_clients,
+        )
         if min_replies < 1:
             raise ValueError(f"min_replies should be at least 1, got {min_replies}.")
         self.min_replies, self.central = min_replies, accountant
 
-    def aggregate_train(self, server_round: int,
-                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Uniform average of the successful replies plus noise for their number; or no release."""
         replies = list(replies)
         answered = [m for m in replies if m.has_content()]
@@ -101,35 +113,58 @@ class ReplyCalibratedClipping(DifferentialPrivacyClientSideFixedClipping):
             self.strategy.aggregate_train(server_round, [m for m in replies if m.has_error()])  # bookkeeping
             return None, None
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
-        if arrays is None:
+        if arrays is None:  # too few valid replies: nothing released
             return None, None
-        std = self.noise_multiplier * self.clipping_norm / len(answered)
+        averaged = getattr(self.strategy, "last_aggregated", len(answered))  # replies that passed the checks
+        std = self.noise_multiplier * self.clipping_norm / averaged
         rng = np.random.default_rng()  # OS entropy
-        noised = {k: Array(np.asarray(v + rng.normal(0.0, std, size=v.shape), dtype=v.dtype))
-                  for k, v in zip(arrays.keys(), arrays.to_numpy_ndarrays(), strict=True)}
+        noised = {
+            k: Array(np.asarray(v + rng.normal(0.0, std, size=v.shape), dtype=v.dtype))
+            for k, v in zip(arrays.keys(), arrays.to_numpy_ndarrays(), strict=True)
+        }
         spent = self.central.release(self.noise_multiplier)
         for row in getattr(self.strategy, "history", []):  # RecommenderFedAvg's round record
             if row.get("round") == server_round:
                 row["central-epsilon"] = spent
-        log.info("round %d: central DP noise std %.5f on the average of %d clients; epsilon %.3f", server_round,
-                 std, len(answered), spent)
+        log.info(
+            "round %d: central DP noise std %.5f on the average of %d clients; epsilon %.3f",
+            server_round,
+            std,
+            averaged,
+            spent,
+        )
         return ArrayRecord(noised), metrics
 
 
 def wrap(strategy: Strategy, cfg: RunConfig) -> tuple[Strategy, CentralAccountant]:
     """``strategy`` wrapped for central DP, with the noise calibrated for ``num-rounds`` releases."""
     noise = cfg.noise_multiplier or get_noise_multiplier(
-        target_epsilon=cfg.target_epsilon, target_delta=cfg.target_delta, sample_rate=1.0,
-        steps=cfg.num_rounds, accountant="rdp")
-    accountant = CentralAccountant(Path(cfg.run_dir) / LEDGER_NAME, delta=cfg.target_delta,
-                                   budget=cfg.target_epsilon)
-    log.info("central DP: noise multiplier %.3f, update clipping norm %.3f, at least %d clients per round, "
-             "epsilon %.2f over every run in %s at delta %.1e (client-level; %.3f spent before this run)",
-             noise, cfg.update_clipping_norm, cfg.min_train_clients, cfg.target_epsilon, cfg.run_dir,
-             cfg.target_delta, accountant.epsilon())
-    wrapped = ReplyCalibratedClipping(strategy, noise_multiplier=noise, clipping_norm=cfg.update_clipping_norm,
-                                      num_sampled_clients=sampled_clients(cfg), min_replies=cfg.min_train_clients,
-                                      accountant=accountant)
+        target_epsilon=cfg.target_epsilon,
+        target_delta=cfg.target_delta,
+        sample_rate=1.0,
+        steps=cfg.num_rounds,
+        accountant="rdp",
+    )
+    accountant = CentralAccountant(Path(cfg.run_dir) / LEDGER_NAME, delta=cfg.target_delta, budget=cfg.target_epsilon)
+    log.info(
+        "central DP: noise multiplier %.3f, update clipping norm %.3f, at least %d clients per round, "
+        "epsilon %.2f over every run in %s at delta %.1e (client-level; %.3f spent before this run)",
+        noise,
+        cfg.update_clipping_norm,
+        cfg.min_train_clients,
+        cfg.target_epsilon,
+        cfg.run_dir,
+        cfg.target_delta,
+        accountant.epsilon(),
+    )
+    wrapped = ReplyCalibratedClipping(
+        strategy,
+        noise_multiplier=noise,
+        clipping_norm=cfg.update_clipping_norm,
+        num_sampled_clients=sampled_clients(cfg),
+        min_replies=cfg.min_train_clients,
+        accountant=accountant,
+    )
     return wrapped, accountant
 
 

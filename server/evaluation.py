@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
@@ -44,8 +44,11 @@ class ServerSideMetrics:
         self.cfg, self.recommender = cfg, recommender
         self.data = RunData.load(cfg)
         self.valid_users = self.data.eval_users(cfg, "valid")
-        log.warning("evaluation = 'server': the server reads %s itself; users' text reaches the "
-                    "server (use only for research comparisons)", cfg.reviews_file)
+        log.warning(
+            "evaluation = 'server': the server reads %s itself; users' text reaches the "
+            "server (use only for research comparisons)",
+            cfg.reviews_file,
+        )
 
     def metrics(self, arrays: ArrayRecord, target: str, server_round: int) -> dict[str, float]:
         """Metrics of ``arrays`` over the server's copy of the data."""
@@ -62,11 +65,14 @@ class FederatedMetrics:
 
     def metrics(self, arrays: ArrayRecord, target: str, server_round: int) -> dict[str, float]:
         """User-weighted means of the clients' metric means."""
-        content = RecordDict({records.ARRAYS: arrays, records.CONFIG: ConfigRecord(
-            {records.SERVER_ROUND: server_round, records.EVAL_TARGET: target})})
+        content = RecordDict(
+            {
+                records.ARRAYS: arrays,
+                records.CONFIG: ConfigRecord({records.SERVER_ROUND: server_round, records.EVAL_TARGET: target}),
+            }
+        )
         nodes = list(self.grid.get_node_ids())
-        messages = [Message(content=content, dst_node_id=n, message_type=MessageType.EVALUATE)
-                    for n in nodes]
+        messages = [Message(content=content, dst_node_id=n, message_type=MessageType.EVALUATE) for n in nodes]
         started = time.perf_counter()
         replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
         return aggregate_metrics(replies, expected=len(nodes), seconds=time.perf_counter() - started)
@@ -84,17 +90,26 @@ def aggregate_metrics(replies: list[Message], *, expected: int, seconds: float =
         if reply.has_error() or records.METRICS not in reply.content:
             failed += 1
             continue
-        for key, value in reply.content[records.METRICS].items():
+        for key, value in reply.content.metric_records[records.METRICS].items():
+            number = float(cast(float, value))
             if key == records.EVAL_USERS:
-                users += float(value)
+                users += number
             else:
-                totals[key] = totals.get(key, 0.0) + float(value)
+                totals[key] = totals.get(key, 0.0) + number
     if users <= 0:
-        raise RuntimeError(f"no client could evaluate ({failed} of {expected} failed or declined, the "
-                           f"others have no held-out items); see the clients' logs.")
+        raise RuntimeError(
+            f"no client could evaluate ({failed} of {expected} failed or declined, the "
+            f"others have no held-out items); see the clients' logs."
+        )
     out = {key: value / users for key, value in sorted(totals.items())}
-    out.update({"num-users": users, "clients": float(len(replies) - failed),
-                "clients-failed": float(failed + expected - len(replies)), "eval-seconds": seconds})
+    out.update(
+        {
+            "num-users": users,
+            "clients": float(len(replies) - failed),
+            "clients-failed": float(failed + expected - len(replies)),
+            "eval-seconds": seconds,
+        }
+    )
     return out
 
 
@@ -106,8 +121,7 @@ class RoundEvaluator:
     strategy stops sending work.
     """
 
-    def __init__(self, cfg: RunConfig, recommender: Recommender, source: MetricSource,
-                 run: RunDirectory) -> None:
+    def __init__(self, cfg: RunConfig, recommender: Recommender, source: MetricSource, run: RunDirectory) -> None:
         self.cfg = cfg
         self.recommender = recommender
         self.source = source
@@ -146,9 +160,14 @@ class RoundEvaluator:
             self.rounds_without_gain += 1
             if self.cfg.patience and self.rounds_without_gain >= self.cfg.patience:
                 self.stopped_at = server_round
-                log.info("early stopping after round %d: no %s gain for %d rounds (best %.4f "
-                         "in round %d)", server_round, self.key, self.rounds_without_gain,
-                         self.best_score, self.best_round)
+                log.info(
+                    "early stopping after round %d: no %s gain for %d rounds (best %.4f in round %d)",
+                    server_round,
+                    self.key,
+                    self.rounds_without_gain,
+                    self.best_score,
+                    self.best_round,
+                )
         log.info("round %d validation: %s", server_round, _fmt(metrics))
         return MetricRecord({f"valid-{k}": float(v) for k, v in metrics.items()})
 

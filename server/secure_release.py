@@ -16,12 +16,20 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import Context
-from flwr.common import (EvaluateIns, EvaluateRes, FitIns, FitRes, Parameters, ndarrays_to_parameters,
-                         parameters_to_ndarrays)
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    Parameters,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
 from flwr.server import ServerConfig
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
@@ -34,6 +42,7 @@ from common import records
 from common.baselines import ease_from_gram
 from common.config import RunConfig
 from common.federation_dp import SAMPLE_RATE, FederationAccountant, release_noise
+from server.grid import DelegatingGrid
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +63,19 @@ class Release:
     upload_bytes_per_client: float  # every SecAgg+ stage's reply, as it reached the server
 
 
-class MeteredGrid:
-    """The server's Grid, counting the bytes of every reply (records' values as they travel)."""
+class MeteredGrid(DelegatingGrid):
+    """The server's Grid, counting the bytes of every reply (records' values as they travel) and the
+    error replies by their fixed reason."""
 
     def __init__(self, grid: Grid) -> None:
-        self.grid, self.received = grid, 0
+        super().__init__(grid)
+        self.received, self.errors = 0, Counter[str]()
 
     def send_and_receive(self, messages, *, timeout: float | None = None):
         replies = list(self.grid.send_and_receive(messages, timeout=timeout))
         self.received += sum(records.payload_bytes(m.content) for m in replies if m.has_content())
+        self.errors.update((m.error.reason or "").split(":")[0] for m in replies if m.has_error())
         return replies
-
-    def __getattr__(self, name: str):
-        return getattr(self.grid, name)
 
 
 class ReleaseStrategy(Strategy):
@@ -82,15 +91,17 @@ class ReleaseStrategy(Strategy):
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
         return ndarrays_to_parameters([np.zeros(1, dtype=np.float32)])  # the release needs no model
 
-    def configure_fit(self, server_round: int, parameters: Parameters,
-                      client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
         wanted = max(math.ceil(self.cfg.fraction_train * self.cfg.num_clients), self.cfg.min_train_clients)
         clients = client_manager.sample(num_clients=wanted, min_num_clients=self.cfg.min_train_clients)
         config = {**self.config, records.RELEASE: self.statistic, records.SERVER_ROUND: server_round}
         return [(client, FitIns(parameters, config)) for client in clients]
 
-    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
-                      failures: list) -> tuple[Parameters | None, dict]:
+    def aggregate_fit(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list
+    ) -> tuple[Parameters | None, dict]:
         if not results:
             return None, {}
         self.seen = [parameters_to_ndarrays(res.parameters) for _, res in results]
@@ -99,12 +110,14 @@ class ReleaseStrategy(Strategy):
         self.total = self.seen[0][0].astype(np.float64) * self.contributors
         return results[0][1].parameters, {}
 
-    def configure_evaluate(self, server_round: int, parameters: Parameters,
-                           client_manager: ClientManager) -> list[tuple[ClientProxy, EvaluateIns]]:
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
         return []
 
-    def aggregate_evaluate(self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]],
-                           failures: list) -> tuple[float | None, dict]:
+    def aggregate_evaluate(
+        self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: list
+    ) -> tuple[float | None, dict]:
         return None, {}
 
     def evaluate(self, server_round: int, parameters: Parameters) -> None:
@@ -128,25 +141,51 @@ class SecAggPlus(SecAggPlusWorkflow):
         return self._check_threshold(state)
 
 
-def secure_release(grid: Grid, context: Context, cfg: RunConfig, accountant: FederationAccountant,
-                   statistic: str = records.RELEASE_ITEM_COUNTS, config: dict | None = None) -> Release:
+def secure_release(
+    grid: Grid,
+    context: Context,
+    cfg: RunConfig,
+    accountant: FederationAccountant,
+    statistic: str = records.RELEASE_ITEM_COUNTS,
+    config: dict | None = None,
+) -> Release:
     """Run one SecAgg+ release of ``statistic`` (``config``: what the devices need for it, e.g.
     the head items); record it in ``accountant``; return the noised sum."""
     strategy = ReleaseStrategy(cfg, statistic, config)
-    grid = MeteredGrid(grid)
+    metered = MeteredGrid(grid)
     threshold = cfg.secagg_threshold or cfg.num_clients
-    workflow = DefaultWorkflow(fit_workflow=SecAggPlus(
-        num_shares=1.0, reconstruction_threshold=threshold, max_weight=1.0, clipping_range=CLIPPING_RANGE))
-    workflow(grid, LegacyContext(context, config=ServerConfig(num_rounds=1), strategy=strategy))
+    workflow = DefaultWorkflow(
+        fit_workflow=SecAggPlus(
+            num_shares=1.0,
+            reconstruction_threshold=threshold,
+            max_weight=1.0,
+            clipping_range=CLIPPING_RANGE,
+            timeout=cfg.round_timeout,
+        )
+    )
+    workflow(metered, LegacyContext(context, config=ServerConfig(num_rounds=1), strategy=strategy))
     if strategy.total is None:
-        raise ReleaseError(f"the secure release of {statistic} did not complete: fewer than the threshold of "
-                           f"{threshold} clients took part (see run.log); nothing was released or spent")
+        refused = "".join(f"; {n} client(s) replied {reason}" for reason, n in sorted(metered.errors.items()))
+        raise ReleaseError(
+            f"the secure release of {statistic} did not complete: fewer than the threshold of "
+            f"{threshold} clients took part{refused} (see run.log); nothing was released or spent"
+        )
     sigma = release_noise(cfg, statistic)
     accountant.record(sigma, SAMPLE_RATE, 1)
-    log.info("released %s: secure sum over %d clients, noise multiplier %.3f, federation epsilon %.3f "
-             "(delta %g)", statistic, strategy.contributors, sigma, accountant.epsilon(), accountant.delta)
-    return Release(total=strategy.total, contributors=strategy.contributors, noise_multiplier=sigma,
-                   upload_bytes_per_client=grid.received / strategy.contributors)
+    log.info(
+        "released %s: secure sum over %d clients, noise multiplier %.3f, federation epsilon %.3f (delta %g)",
+        statistic,
+        strategy.contributors,
+        sigma,
+        accountant.epsilon(),
+        accountant.delta,
+    )
+    return Release(
+        total=strategy.total,
+        contributors=strategy.contributors,
+        noise_multiplier=sigma,
+        upload_bytes_per_client=metered.received / strategy.contributors,
+    )
 
 
 def popularity_prior(counts: np.ndarray, strength: float) -> np.ndarray:
@@ -168,4 +207,3 @@ def ease(upper: np.ndarray, size: int, ridge: float) -> np.ndarray:
     gram = np.zeros((size, size))
     gram[np.triu_indices(size)] = upper
     return ease_from_gram(gram + np.triu(gram, 1).T, ridge)
-

@@ -15,6 +15,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 # Ledger version anchors of this session's stores (inherited by Ray's workers), not ~/.local/state.
 os.environ["PRIVREC_STATE_DIR"] = tempfile.mkdtemp(prefix="privrec-test-state-")
+# Pooled item vectors of this session's models (common/item_cache.py), not ~/.cache/privrec.
+os.environ["PRIVREC_CACHE_DIR"] = tempfile.mkdtemp(prefix="privrec-test-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "amazon-musical-instruments-2014"

@@ -50,6 +50,11 @@ class RecordingGrid:
         self.replies.extend(replies)
         return replies
 
+    def pull_messages(self, message_ids):  # what the ServerApp's PromptGrid uses
+        replies = list(self.grid.pull_messages(message_ids))
+        self.replies.extend(replies)
+        return replies
+
     def __getattr__(self, name):
         return getattr(self.grid, name)
 
@@ -62,7 +67,7 @@ class InProcessGrid:
     def __init__(self, client_app, node_configs: dict[int, dict], *, run_config: dict | None = None) -> None:
         from types import SimpleNamespace
 
-        self.app, self.replies = client_app, []
+        self.app, self.replies, self.pending = client_app, [], {}
         self.run = SimpleNamespace(run_id=1)
         self.contexts = {node: Context(run_id=1, node_id=node, node_config=config, state=RecordDict(),
                                        run_config=run_config or {}) for node, config in node_configs.items()}
@@ -73,5 +78,22 @@ class InProcessGrid:
     def send_and_receive(self, messages, *, timeout=None):
         # Each node gets its own copy, as over the wire (SecAgg+ shares one content between nodes).
         replies = [self.app(copy.deepcopy(m), self.contexts[m.metadata.dst_node_id]) for m in messages]
+        self.replies.extend(replies)
+        return replies
+
+    def push_messages(self, messages):
+        """Answer each message at once (a reply of None: the node never answers); their ids."""
+        ids = []
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = f"m{len(self.pending) + len(ids)}-{id(message)}"
+            ids.append(message.metadata.message_id)
+            reply = self.app(copy.deepcopy(message), self.contexts[message.metadata.dst_node_id])
+            if reply is not None:
+                reply.metadata.__dict__["_reply_to_message_id"] = message.metadata.message_id
+                self.pending[message.metadata.message_id] = reply
+        return ids
+
+    def pull_messages(self, message_ids):
+        replies = [self.pending.pop(i) for i in list(message_ids) if i in self.pending]
         self.replies.extend(replies)
         return replies

@@ -198,15 +198,15 @@ def test_attack_5_error_texts_carry_nothing_from_the_client(tiny_config, make_de
     gone = {**node, records.STORE: str(Path(node[records.STORE]).with_name("elsewhere.prv"))}
     _assert_fixed_error(_ask(cfg, message(cfg), gone), records.STORE_UNAVAILABLE)
     # (c) an unexpected exception whose text holds private data
-    import client.client_app
+    import client.local_training  # the ClientApp imports it when a train message comes
 
     def leaky(*args, **kwargs):
         raise KeyError(secret_text)
 
-    monkeypatch.setattr(client.client_app, "train_locally", leaky)
+    monkeypatch.setattr(client.local_training, "train_locally", leaky)
     _assert_fixed_error(_ask(cfg, message(cfg), node), records.CLIENT_FAILED)
     # (d) a reply a handler built with private data in a metric name
-    monkeypatch.setattr(client.client_app, "train_locally", lambda msg, *a, **k: RecordDict(
+    monkeypatch.setattr(client.local_training, "train_locally", lambda msg, *a, **k: RecordDict(
         {records.ARRAYS: msg.content[records.ARRAYS], records.METRICS: MetricRecord({secret_text: 1.0})}))
     _assert_fixed_error(_ask(cfg, message(cfg), node), records.EGRESS_REFUSED)
 
@@ -342,7 +342,7 @@ def test_attack_8_bad_record_messages_hold_no_raw_review_values(tmp_path, caplog
     good = json.loads((DEMO_DATA_DIR / "reviews.jsonl").read_text().splitlines()[0])
     path = tmp_path / "reviews.jsonl"
     path.write_text("\n".join([json.dumps({**good, "summary": [pii]}), json.dumps({**good, "rating": pii}),
-                               "{" + pii, json.dumps({**good, "user_id": {"name": pii}})]) + "\n")
+                               "{" + pii, json.dumps({**good, "user_id": {"name": pii}}), json.dumps(good)]) + "\n")
     _, report = load_reviews(path, on_bad="skip")
     assert len(report.problems) == 4
     assert not any("Bianca" in p or "555" in p for p in report.problems)

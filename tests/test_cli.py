@@ -115,6 +115,19 @@ def test_when_a_simulation_finishes_then_popularity_is_printed_beside_the_model(
     assert "PrivRec" in result.stdout and "0.2500" in result.stdout
 
 
+def test_when_no_round_was_trained_then_simulate_says_why_in_one_line_and_exits_2(monkeypatch):
+    import server.simulation
+    from server.outcome import RunFailed
+
+    def failed(cfg, **kwargs):
+        raise RunFailed("no round was trained in 3 round(s): clients declined 15 time(s), failed 0, ...")
+
+    monkeypatch.setattr(server.simulation, "simulate", failed)
+    result = runner.invoke(app, ["simulate"])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error: no round was trained") and "Test metrics" not in result.output
+
+
 def test_when_data_is_split_then_each_device_gets_its_partitions_users_and_nothing_is_overwritten(tmp_path):
     import gzip
     import json

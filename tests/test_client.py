@@ -7,7 +7,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-import client.client_app
+import client.local_training
 from client.client_app import build_client_app, open_local_data
 from client.egress import DP_TRAIN_METRICS, EVALUATE_METRICS, TRAIN_METRICS, EgressError, check_reply, egress_guard
 from client.encryption import KdfSettings, Secret, change_secret
@@ -89,7 +89,7 @@ def test_when_handler_adds_a_string_then_guard_refuses_to_send(tiny_config, task
 def test_when_the_real_app_builds_a_bad_reply_then_its_guard_refuses(tiny_config, task_identity, monkeypatch):
     """The guard is wired into build_client_app: removing it from the app's mods fails this test."""
     named_after_someone = "Quinn Harlow 555-0147"
-    monkeypatch.setattr(client.client_app, "train_locally", lambda msg, *a, **k: RecordDict(
+    monkeypatch.setattr(client.local_training, "train_locally", lambda msg, *a, **k: RecordDict(
         {records.ARRAYS: msg.content[records.ARRAYS], records.METRICS: MetricRecord({named_after_someone: 1.0})}))
     msg, _ = _message(tiny_config, MessageType.TRAIN)
 

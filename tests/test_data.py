@@ -92,6 +92,8 @@ BAD_REVIEWS = [
     (with_(GOOD, reviewer_name=7), "reviewer_name", "must be a string or null, got a number"),
     (with_(RAW, overall=0), "overall", "must be a finite number in [1, 5], got a number"),
     (with_(RAW, reviewerID=...), "user_id", "required but missing"),
+    (with_(GOOD, review_text="x" * 1_000_000), "review_text",
+     "is 1,000,000 characters long, above the limit of 100,000"),  # spaCy would stop the whole prepare
 ]
 
 
@@ -103,7 +105,8 @@ def test_when_bad_review_and_fail_then_data_error_names_file_line_field(
     expected = f"{path}:2: field '{field}': {what}"
     with pytest.raises(DataError, match=re.escape(expected)) as caught:
         load_reviews(path)
-    assert str(caught.value).endswith(" (use on_bad='skip' to skip bad records)")
+    assert str(caught.value).endswith(" (to skip bad records instead: `--on-bad skip`, or the run setting "
+                                      "`on-bad-record = 'skip'`)")
     assert "\n" not in str(caught.value)
 
 
@@ -118,14 +121,14 @@ def test_when_bad_review_and_skip_then_counted_and_skipped(
 
 
 def test_when_problem_then_formatted_exactly(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "r.jsonl", [with_(GOOD, rating=6)])
+    path = write_lines(tmp_path / "r.jsonl", [with_(GOOD, rating=6), GOOD])
     _, report = load_reviews(path, on_bad="skip")
     assert report.problems == [f"{path}:1: field 'rating': must be a finite number in [1, 5], got a number"]
 
 
 def test_when_bad_review_value_then_its_kind_is_shown_never_its_text(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "r.jsonl", [with_(GOOD, summary=["Call Quinn on 555-0147"]),
-                                              with_(GOOD, user_id={"name": "Quinn Harlow"})])
+                                              with_(GOOD, user_id={"name": "Quinn Harlow"}), GOOD])
     _, report = load_reviews(path, on_bad="skip")
     assert report.problems[0].endswith("got a list of 1 entries")
     assert not any("Quinn" in p or "555" in p for p in report.problems)
@@ -134,7 +137,7 @@ def test_when_bad_review_value_then_its_kind_is_shown_never_its_text(tmp_path: P
 def test_when_several_bad_records_and_fail_then_first_reported_with_count(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "r.jsonl", [GOOD, with_(GOOD, rating=9), "nope", with_(GOOD, user_id="")])
     with pytest.raises(DataError, match=re.escape(
-            f"{path}:2: field 'rating'") + r".*skip bad records\); 2 more bad records in "):
+            f"{path}:2: field 'rating'") + r".*'skip'`\); 2 more bad records in "):
         load_reviews(path)
 
 
@@ -281,7 +284,7 @@ def test_when_raw_review_unknown_item_then_field_named_asin(tmp_path: Path) -> N
 
 def test_when_problems_of_both_kinds_then_reported_in_line_order(tmp_path: Path) -> None:
     items = write_lines(tmp_path / "items.jsonl", [ITEM])
-    reviews = write_lines(tmp_path / "r.jsonl", [with_(GOOD, item_id="X"), "nope"])
+    reviews = write_lines(tmp_path / "r.jsonl", [with_(GOOD, item_id="X"), "nope", with_(GOOD, item_id=ITEM["item_id"])])
     data = load_dataset(reviews, items, on_bad="skip")
     assert [p.split(": field")[0] for p in data.review_report.problems] == [f"{reviews}:1", f"{reviews}:2"]
 
@@ -291,3 +294,19 @@ def test_when_item_file_bad_then_dataset_fails_naming_item_file(tmp_path: Path) 
     reviews = write_lines(tmp_path / "r.jsonl", [GOOD])
     with pytest.raises(DataError, match=re.escape(f"{items}:1: field 'title'")):
         load_dataset(reviews, items)
+
+
+def test_when_review_file_is_empty_or_all_bad_then_one_line_says_so(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"r.jsonl: no reviews; give a JSON-lines file"):
+        load_reviews(write_lines(tmp_path / "r.jsonl", ["", "  "]))
+    with pytest.raises(DataError, match=r"r2.jsonl: no reviews after skipping 2 bad record\(s\)"):
+        load_reviews(write_lines(tmp_path / "r2.jsonl", ["[1]", "{"]), on_bad="skip")
+
+
+def test_when_a_user_reviews_an_item_twice_then_a_warning_says_the_latest_counts(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write_lines(tmp_path / "r.jsonl", [GOOD, with_(GOOD, timestamp=GOOD["timestamp"] + 1)])
+    with caplog.at_level("WARNING"):
+        reviews, _ = load_reviews(path)
+    assert len(reviews) == 2
+    assert "1 review(s) repeat a (user, item) pair; each user keeps their latest review of an item" in caplog.text

@@ -12,11 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,49 +24,9 @@ from client.policy import PrivacyPolicy, policy_path
 from client.secrets import resolve_secret
 from client.store import LocalStore
 from common.certificates import make_credentials, make_node_key
+from local_federation import REPO, free_port, local_federation, stop
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = "embed-dim=16 max-profile-tokens=48 max-item-tokens=16 max-eval-users=60"
-
-
-def readme_block(name: str) -> str:
-    """The bash block README marks with ``<!-- deploy: NAME -->``."""
-    match = re.search(rf"<!-- deploy: {name} -->\n```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
-    assert match, f"README has no block marked 'deploy: {name}'"
-    return match.group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
-
-
-def stop(pid: int) -> None:
-    """SIGTERM the process group ``pid`` leads (else the process), then SIGKILL what is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for kill in (lambda: os.killpg(pid, sig), lambda: os.kill(pid, sig)):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                kill()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    return
-            time.sleep(0.2)
 
 
 def supernode_of(wrapper: int) -> int:
@@ -93,37 +50,11 @@ def epsilon_of(device: Path) -> tuple[float, int]:
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory, tiny_bert):
     deploy = tmp_path_factory.mktemp("deploy")
-    port = free_port()
-    env = {**os.environ, "DEPLOY": str(deploy), "PORT": str(port), "HF_HUB_OFFLINE": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "SETTINGS": f"model-path='{tiny_bert}' {TINY} target-epsilon=3"}  # the second run spends the rest
-    env.pop("FLWR_HOME", None)
-    started: list[int] = []
-
-    def superlink(block: str) -> None:
-        with open(deploy / "shell1.log", "a") as log:
-            started.insert(0, subprocess.Popen(["bash", "-ec", block], cwd=REPO, env=env, stdout=log,
-                                               stderr=subprocess.STDOUT, start_new_session=True).pid)
-        wait_for_port(port)
-
-    def restart_superlink() -> None:
-        """Stop the SuperLink, then start it again as README's shell 1 does (its credentials exist)."""
-        stop(started.pop(0))
-        superlink("\n".join(line for line in readme_block("shell 1").splitlines()
-                            if not line.startswith("privrec certs")))
-
-    try:
-        superlink(readme_block("shell 1"))
-        shell2 = subprocess.run(["bash", "-ec", readme_block("shell 2")], cwd=REPO, env=env, capture_output=True,
-                                text=True, timeout=900)
-        started += [int((deploy / f"device-{k}" / "node.pid").read_text()) for k in (1, 2, 3)
-                    if (deploy / f"device-{k}" / "node.pid").exists()]
+    settings = f"model-path='{tiny_bert}' {TINY}"
+    with local_federation(deploy, settings) as running:
+        shell2 = running.shell2
         assert shell2.returncode == 0, shell2.stdout[-3000:] + shell2.stderr[-3000:]
-        yield {"deploy": deploy, "env": {**env, "FLWR_HOME": str(deploy / "flwr")}, "port": port,
-               "nodes": started[1:], "output": shell2.stdout + shell2.stderr, "restart": restart_superlink}
-    finally:
-        for pid in reversed(started):
-            stop(pid)
+        yield running
 
 
 def _runs(deploy: Path) -> list[Path]:
@@ -131,7 +62,7 @@ def _runs(deploy: Path) -> list[Path]:
 
 
 def test_when_readme_is_followed_then_a_secure_aggregation_run_finishes_and_every_ledger_spends(federation):
-    deploy = federation["deploy"]
+    deploy = federation.deploy
     [run] = _runs(deploy)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["dp"] == "distributed" and summary["rounds-trained"] == 1
@@ -146,16 +77,16 @@ def test_when_readme_is_followed_then_a_secure_aggregation_run_finishes_and_ever
 
 
 def _node(federation, key: Path, ca: Path) -> subprocess.CompletedProcess:
-    deploy, port = federation["deploy"], federation["port"]
+    deploy, port = federation.deploy, federation.port
     return subprocess.run(
         ["privrec", "client", "node", str(deploy / "device-1" / "store.prv"), "--key-file",
          str(deploy / "device-1" / "store.key"), "--superlink", f"127.0.0.1:{port}", "--ca", str(ca),
          "--auth-key", str(key), "--port", str(free_port())],
-        cwd=REPO, env=federation["env"], capture_output=True, text=True, timeout=120)
+        cwd=REPO, env=federation.flwr_env, capture_output=True, text=True, timeout=120)
 
 
 def test_when_a_key_is_not_registered_then_the_node_is_refused(federation):
-    deploy = federation["deploy"]
+    deploy = federation.deploy
     make_node_key(deploy / "intruder")
     result = _node(federation, deploy / "intruder", deploy / "credentials" / "ca.crt")
     assert result.returncode == 1
@@ -163,23 +94,24 @@ def test_when_a_key_is_not_registered_then_the_node_is_refused(federation):
 
 
 def test_when_a_node_trusts_another_ca_then_it_is_refused(federation):
-    deploy = federation["deploy"]
+    deploy = federation.deploy
     make_credentials(deploy / "other", hosts=["127.0.0.1"], nodes=[])
     result = _node(federation, deploy / "credentials" / "nodes" / "node-1", deploy / "other" / "ca.crt")
     assert result.returncode == 1 and "did not accept this node" in result.stderr
 
 
 def test_when_the_superlink_restarts_and_a_node_dies_mid_round_then_the_others_finish_on_the_same_ledgers(federation):
-    deploy, env = federation["deploy"], federation["env"]
+    deploy, env = federation.deploy, federation.flwr_env
     before = {k: epsilon_of(deploy / f"device-{k}") for k in (1, 2, 3)}
     outs = [deploy / f"device-{k}" / "node.out" for k in (1, 2, 3)]
     connected = [o.read_text().count("connected, waiting for work") for o in outs]
-    federation["restart"]()  # the registered nodes are in its database; the nodes reconnect by themselves
+    federation.restart_superlink()  # the registered nodes are in its database; the nodes reconnect by themselves
     deadline = time.monotonic() + 180
     while any(o.read_text().count("connected, waiting for work") <= c for o, c in zip(outs, connected)):
         assert time.monotonic() < deadline, [o.read_text()[-500:] for o in outs]
         time.sleep(0.5)
-    settings = f"num-clients=3 run-dir='{deploy}/runs' {env['SETTINGS']} secagg-threshold=2 min-train-clients=2"
+    settings = (f"num-clients=3 run-dir='{deploy}/runs' target-epsilon=3 {env['SETTINGS']} secagg-threshold=2 "
+                "min-train-clients=2")  # as README's run: its target-epsilon leaves the strict budget room for two
     out = open(deploy / "run2.log", "w")
     run = subprocess.Popen(["flwr", "run", ".", "privrec", "--stream", "--run-config", settings], cwd=REPO,
                            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -190,7 +122,7 @@ def test_when_the_superlink_restarts_and_a_node_dies_mid_round_then_the_others_f
         while node3.read_text().count("training") == seen:
             assert time.monotonic() < deadline and run.poll() is None, (deploy / "run2.log").read_text()[-3000:]
             time.sleep(0.5)
-        os.kill(supernode_of(federation["nodes"][2]), signal.SIGKILL)  # mid-round, without a goodbye
+        os.kill(supernode_of(federation.nodes[2]), signal.SIGKILL)  # mid-round, without a goodbye
         assert run.wait(timeout=600) == 0, (deploy / "run2.log").read_text()[-3000:]
     finally:
         stop(run.pid)

@@ -6,6 +6,7 @@ recorded on the server side, as a curious server would read it.
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from client.policy import SIMULATED_DEVICE, PrivacyPolicy
 from client.simulated_devices import apply_device_policy, prepare_simulated_devices, reset_ledgers
 from common.config import ConfigError, RunConfig
 from common.federation_dp import FederationAccountant, release_noise, release_plan
+from server.outcome import RunFailed
 from server.simulation import simulate
 from helpers import RecordingGrid
 
@@ -218,8 +220,9 @@ def short_of_threshold(distributed_run, tiny_bert, tmp_path_factory, stores_root
     with device_ledger(cfg, 0) as ledger:
         ledger.record("train", [(0.5, 1.0, 1)], POLICY, run_id=0, server_round=1)  # spends more than 8
     try:
-        path = simulate(cfg, run_name="short", cpus_per_client=1, progress=False, device_policy=POLICY)
-        spent = []
+        with pytest.raises(RunFailed, match="fewer than the threshold of 3 clients took part"):
+            simulate(cfg, run_name="short", cpus_per_client=1, progress=False, device_policy=POLICY)
+        path, spent = Path(cfg.run_dir) / "short", []
         for partition in range(cfg.num_clients):
             with device_ledger(cfg, partition) as ledger:
                 spent.append([e for e in ledger.events if e["kind"] == "release"])
@@ -235,6 +238,7 @@ def test_when_fewer_clients_than_threshold_then_release_aborts_and_spends_nothin
     summary = json.loads((path / "summary.json").read_text())
     assert rows[1]["clients"] == 0 and rows[1]["federation-epsilon"] == 0.0
     assert summary["federation-epsilon"] == 0.0 and summary["best-round"] == 0  # the zero-shot model
+    assert "secure release of item-counts did not complete" in summary["failed"] and summary["test"] is None
     assert spent == [[], [], []]  # the protocol stopped before any device sent its masked counts
 
 

@@ -47,6 +47,22 @@ def test_when_rounds_restart_then_epsilon_equals_one_accountant_over_all_steps(t
     assert [e["round"] for e in again.events] == [1, 2, 3] and again.version == 4
 
 
+def test_when_a_ledger_is_reopened_then_it_states_what_it_spent_without_the_accountant(tmp_path, monkeypatch):
+    import client.privacy_ledger as ledgers
+
+    _new_ledger(tmp_path)
+    with open_locked(tmp_path / "c.prv", KEY) as ledger:
+        ledger.check(POLICY, [(1.1, 0.05, 25)])
+        spent = ledger.record("train", [(1.1, 0.05, 25)], POLICY, run_id=1, server_round=1)
+    calls = []
+    monkeypatch.setattr(ledgers, "_epsilon", lambda rows, policy: calls.append(rows) or 123.0)
+    again = PrivacyLedger.open(tmp_path / "c.prv", KEY)  # a fresh ClientApp process: the memo came from disk
+    assert again.epsilon(POLICY) == spent and calls == []
+    other = PrivacyPolicy(delta=1e-6, epsilon_budget=100, max_epsilon_per_round=100)
+    assert again.epsilon(other) == 123.0 and len(calls) == 1  # another delta is another key: computed
+    assert again.check(POLICY, []) == spent and len(calls) == 1
+
+
 def test_when_ledger_saved_then_encrypted_and_a_tampered_one_refused(tmp_path):
     ledger = _new_ledger(tmp_path)
     ledger.record("train", [(1.0, 0.1, 10)], POLICY, run_id=1, server_round=1)

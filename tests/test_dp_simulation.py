@@ -1,13 +1,16 @@
 """A short DP federation: clients spend their budget, decline, and the run still finishes;
-a second run on the same stores starts from what the first one spent."""
+a second run on the same stores starts from what the first one spent (every client declines, so
+it fails with the reason instead of reporting the untrained model)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from client.policy import SIMULATED_DEVICE, PrivacyPolicy
 from client.simulated_devices import apply_device_policy, prepare_simulated_devices, reset_ledgers
 from common.config import RunConfig
+from server.outcome import RunFailed
 from server.simulation import simulate
 
 # Strict devices (DP required, noised evaluation) with a small budget: three DP rounds do not fit.
@@ -25,9 +28,10 @@ def dp_runs(tiny_bert, tmp_path_factory, stores_root):
     reset_ledgers(cfg, reason="test: a new federation")
     try:
         first = simulate(cfg, run_name="dp-1", cpus_per_client=1, progress=False, device_policy=POLICY)
-        second = simulate(cfg.replace(num_rounds=1), run_name="dp-2", cpus_per_client=1, progress=False,
-                          device_policy=POLICY)
-        yield cfg, first, second
+        with pytest.raises(RunFailed, match=r"no round was trained .* declined 3 time.*--reset-budgets"):
+            simulate(cfg.replace(num_rounds=1), run_name="dp-2", cpus_per_client=1, progress=False,
+                     device_policy=POLICY)
+        yield cfg, first, Path(cfg.run_dir) / "dp-2"
     finally:  # the shared stores go back to fresh ledgers and the simulated devices' policy
         reset_ledgers(cfg, reason="test: leave the shared stores unspent")
         apply_device_policy(cfg, SIMULATED_DEVICE)
@@ -51,6 +55,8 @@ def test_when_a_new_run_starts_then_the_ledger_remembers(dp_runs):
     _, _, second = dp_runs
     rows = _rows(second)
     assert rows[0]["clients"] == 0 and rows[0]["declined"] == 3  # nothing left to spend
+    summary = json.loads((second / "summary.json").read_text())  # a failed run, not a result for round 0
+    assert "declined 3" in summary["failed"] and summary["test"] is None
 
 
 @pytest.fixture(scope="module")

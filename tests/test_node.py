@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
@@ -89,3 +92,12 @@ def test_when_node_config_names_a_device_then_the_client_computes_there(tiny_con
 
     assert run_settings(tiny_config.replace(device="auto"), node_context({records.NODE_DEVICE: "cpu"})).device == "cpu"
     assert run_settings(tiny_config, node_context({})).device == tiny_config.device
+
+
+def test_when_a_clientapp_process_starts_then_it_imports_no_model_or_anonymiser_library():
+    # Deployment starts one ClientApp process per message; the SecAgg+ stages need none of these.
+    heavy = ("torch", "transformers", "peft", "opacus", "presidio_analyzer", "spacy")
+    out = subprocess.run([sys.executable, "-c", "import sys, client.client_app; "
+                          f"print([m for m in {heavy!r} if m in sys.modules])"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

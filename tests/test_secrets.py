@@ -100,7 +100,7 @@ def test_when_passphrase_file_is_missing_or_empty_then_clear_error(tmp_path):
         resolve_secret(passphrase_file=str(tmp_path / "missing.txt"))
     for content in (b"", b"\n"):
         (tmp_path / "empty.txt").write_bytes(content)
-        with pytest.raises(SecretError, match="empty.txt is empty; write the passphrase on its first line"):
+        with pytest.raises(SecretError, match="empty.txt is empty; write the passphrase in it"):
             resolve_secret(passphrase_file=str(tmp_path / "empty.txt"))
     with pytest.raises(SecretError, match="cannot read passphrase file"):
         resolve_secret(passphrase_file=str(tmp_path))

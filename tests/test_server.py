@@ -120,3 +120,121 @@ def test_when_clients_upload_float16_then_server_averages_in_float32(task_identi
     assert w.dtype == torch.float32 and torch.allclose(w, torch.full((4, 4), 1.5))
     fp32 = sum(len(a.data) for a in ArrayRecord({"w": torch.zeros((4, 4))}).values())
     assert strategy.history[0]["upload-bytes-per-client"] == fp32 - 16 * 2  # sent as 2-byte floats
+
+
+# ----- every reply checked before aggregation; robust aggregators; the minimum --------------------
+def _reply(arrays: dict, weight: float = 1.0, node: int = 7) -> Message:
+    content = RecordDict({records.ARRAYS: ArrayRecord(arrays),
+                          records.METRICS: MetricRecord({records.NUM_EXAMPLES: weight})})
+    msg = Message(content=content, dst_node_id=1, message_type="train")
+    msg.metadata._src_node_id = node  # as a SuperNode's reply names its sender
+    return msg
+
+
+GLOBAL = {"w": torch.zeros(2, 3), "b": torch.zeros(4)}
+
+
+def _strategy(cls=None, **kwargs):
+    from server.strategy import RecommenderFedAvg as default
+
+    strategy = (cls or default)(should_stop=lambda: False, min_train_nodes=kwargs.pop("min_train_nodes", 1),
+                                **kwargs)
+    strategy.expect(ArrayRecord({k: v.clone() for k, v in GLOBAL.items()}))
+    return strategy
+
+
+@pytest.mark.parametrize("bad, named", [
+    ({"w": torch.full((2, 3), float("nan")), "b": torch.zeros(4)}, "tensor 'w' has non-finite values"),
+    ({"w": torch.zeros(3, 2), "b": torch.zeros(4)}, "tensor 'w' has shape (3, 2), expected (2, 3)"),
+    ({"w": torch.zeros(2, 3, dtype=torch.float64), "b": torch.zeros(4)}, "tensor 'w' has dtype float64"),
+    ({"w": torch.full((2, 3), 1000.0), "b": torch.zeros(4)}, "its update has L2 norm 2.45e+03, above the bound 100"),
+    ({"w": torch.zeros(2, 3)}, "1 tensor(s) missing, e.g. 'b'"),
+    ({**GLOBAL, "extra": torch.zeros(1)}, "1 tensor(s) the server did not send, e.g. 'extra'"),
+])
+def test_when_a_reply_is_malformed_then_it_is_dropped_with_its_reason_and_the_round_goes_on(
+        task_identity, caplog, bad, named):
+    strategy = _strategy(max_update_norm=100.0)
+    good = [_reply({"w": torch.ones(2, 3), "b": torch.ones(4)}, node=n) for n in (1, 2)]
+    with caplog.at_level("WARNING", logger="server.strategy"):
+        arrays, _ = strategy.aggregate_train(1, [good[0], _reply(bad, node=9), good[1]])
+    assert torch.equal(arrays.to_torch_state_dict()["w"], torch.ones(2, 3))
+    assert strategy.history[0]["clients"] == 2 and strategy.history[0]["dropped"] == 1
+    assert f"round 1: dropped the reply of node 9: {named}" in caplog.text
+
+
+def test_when_a_reply_has_no_valid_weight_then_it_is_dropped(task_identity):
+    strategy = _strategy()
+    arrays, _ = strategy.aggregate_train(1, [_reply(GLOBAL, weight=float("inf")), _reply(GLOBAL, weight=-1),
+                                             _reply({"w": torch.ones(2, 3), "b": torch.ones(4)})])
+    assert strategy.history[0]["dropped"] == 2 and torch.equal(arrays.to_torch_state_dict()["b"], torch.ones(4))
+
+
+def test_when_fewer_valid_replies_than_the_minimum_then_the_round_is_not_aggregated(task_identity, caplog):
+    strategy = _strategy(min_train_nodes=2)
+    bad = {"w": torch.full((2, 3), float("inf")), "b": torch.zeros(4)}
+    with caplog.at_level("WARNING", logger="server.strategy"):
+        arrays, metrics = strategy.aggregate_train(1, [_reply(GLOBAL), _reply(bad)])
+    assert arrays is None and metrics is None
+    assert strategy.history[0]["clients"] == 0 and strategy.history[0]["dropped"] == 1
+    assert "round 1 not aggregated: 1 valid reply, fewer than min-train-clients (2)" in caplog.text
+
+
+@pytest.mark.parametrize("aggregator, expected", [("mean", 25.75), ("median", 1.5), ("trimmed-mean", 1.5)])
+def test_when_one_client_sends_an_outlier_then_the_robust_aggregators_resist_it(task_identity, tiny_config,
+                                                                                aggregator, expected):
+    from server.strategy import build_strategy
+
+    cfg = tiny_config.replace(aggregator=aggregator, trim_fraction=0.25, max_update_norm=0.0, min_train_clients=1)
+    strategy = build_strategy(cfg, should_stop=lambda: False)
+    strategy.expect(ArrayRecord({k: v.clone() for k, v in GLOBAL.items()}))
+    replies = [_reply({"w": torch.full((2, 3), v), "b": torch.zeros(4)}) for v in (1.0, 1.0, 2.0, 99.0)]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays.to_torch_state_dict()["w"].flatten().tolist() == pytest.approx([expected] * 6)
+
+
+def test_when_a_robust_aggregator_meets_central_or_distributed_dp_then_config_error(tiny_config):
+    from common.config import ConfigError
+
+    for dp in ("central", "distributed"):
+        with pytest.raises(ConfigError, match="`aggregator` should be 'mean' with `dp` = 'central'"):
+            tiny_config.replace(dp=dp, aggregator="median")
+
+
+# ----- the prompt grid --------------------------------------------------------------------------
+class _SlowGrid:
+    """A Grid whose replies arrive after a few pulls (and one never)."""
+
+    def __init__(self, ready_after: dict[str, int]) -> None:
+        self.ready_after, self.pulls = ready_after, 0
+
+    def push_messages(self, messages):
+        return [m for m in messages]  # the 'messages' are their ids here
+
+    def pull_messages(self, ids):
+        self.pulls += 1
+        out = []
+        for i in list(ids):
+            if self.ready_after[i] <= self.pulls:
+                reply = Message(content=RecordDict(), dst_node_id=1, message_type="train")
+                reply.metadata.__dict__["_reply_to_message_id"] = i
+                out.append(reply)
+        return out
+
+    def get_node_ids(self):
+        return [1, 2]
+
+
+def test_when_replies_arrive_then_the_prompt_grid_returns_them_without_waiting_a_poll_interval(task_identity):
+    import time
+
+    from server.grid import PromptGrid
+
+    grid = PromptGrid(_SlowGrid({"a": 1, "b": 3}))
+    started = time.monotonic()
+    replies = grid.send_and_receive(["a", "b"], timeout=30)
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["a", "b"]
+    assert time.monotonic() - started < 1.0 and grid.get_node_ids() == [1, 2]  # Flower's Grid sleeps 3 s
+    late = PromptGrid(_SlowGrid({"a": 1, "b": 10**9}))
+    started = time.monotonic()
+    assert [r.metadata.reply_to_message_id for r in late.send_and_receive(["a", "b"], timeout=0.5)] == ["a"]
+    assert 0.4 < time.monotonic() - started < 1.5

@@ -157,3 +157,36 @@ def test_when_run_finishes_then_no_review_plaintext_is_on_disk_or_in_logs(finish
         blob = file.read_bytes()
         found = [n for n in needles if n.encode() in blob]
         assert not found, f"{file} holds {found[:3]}"
+
+
+def test_when_simulate_runs_then_its_console_is_short_quiet_and_has_no_duplicate_lines(tiny_bert, tmp_path,
+                                                                                        stores_root):
+    """`privrec simulate` on the demo data, as a person runs it (the default distributed DP, a tiny
+    model): one line per round, the result table, no library warnings, nothing twice."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from client.simulated_devices import prepare_simulated_devices, reset_ledgers
+
+    tiny = dict(model_path=str(tiny_bert), embed_dim=16, max_profile_tokens=48, max_item_tokens=16, num_clients=3)
+    cfg = RunConfig(**tiny, stores_dir=str(stores_root))
+    prepare_simulated_devices(cfg, progress=False)
+    reset_ledgers(cfg, reason="test: a new federation")
+    command = [str(Path(sys.executable).parent / "privrec"), "simulate", "--clients", "3", "--run-dir",
+               str(tmp_path / "runs"), *(f"--set={k.replace('_', '-')}={v}" for k, v in tiny.items() if k != "num_clients"),
+               f"--set=stores-dir={stores_root}"]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    finally:
+        reset_ledgers(cfg, reason="test: leave the shared stores unspent")
+    console = (result.stdout + result.stderr).splitlines()
+    assert result.returncode == 0, "\n".join(console[-30:])
+    assert len(console) <= 40, "\n".join(console)
+    assert not [line for line in console if re.search(r"warn|debug|deprecat|error", line, re.I)], "\n".join(console)
+    text = [line for line in console if re.search(r"[A-Za-z0-9]", line)]  # table borders repeat by design
+    assert len(text) == len(set(text)), "\n".join(console)
+    assert sum("round " in line and " · " in line for line in console) == 2  # round 0 (untrained) and 1
+    assert any(line.startswith("run directory: ") for line in console)
+    run_log = next((tmp_path / "runs").iterdir()) / "run.log"
+    assert "INFO flwr" in run_log.read_text()  # what the console leaves out is in the run's log

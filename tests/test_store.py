@@ -123,7 +123,7 @@ def test_when_inputs_bad_then_one_line_errors(tmp_path):
         prepare_store(_reviews(tmp_path / "r.jsonl"), tmp_path / "no-items.jsonl", tmp_path / "a.prv",
                       secret, progress=False)
     (tmp_path / "empty.jsonl").write_text("")
-    with pytest.raises(PrepareError, match="no reviews to prepare"):
+    with pytest.raises(DataError, match="empty.jsonl: no reviews; give a JSON-lines file"):
         prepare_store(tmp_path / "empty.jsonl", ITEMS, tmp_path / "a.prv", secret, progress=False)
     (tmp_path / "bad.jsonl").write_text('{"user_id": 1\n')
     with pytest.raises(DataError, match="bad.jsonl:1"):

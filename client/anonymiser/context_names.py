@@ -14,22 +14,32 @@ from spacy.lang.en.stop_words import STOP_WORDS
 from client.anonymiser.entities import PERSON
 from client.anonymiser.gear_terms import BRANDS, GEAR_NOUNS
 
-RELATIONS = frozenset("""
+RELATIONS = frozenset(
+    """
 sister brother son daughter wife husband friend buddy pal mate bandmate teacher instructor tutor
 student kid kids dad mom mum father mother uncle aunt cousin nephew niece neighbor neighbour
 grandson granddaughter grandpa grandma grandfather grandmother boyfriend girlfriend fiance fiancee
 roommate coworker colleague partner luthier drummer guitarist bassist singer named called
-""".split())
+""".split()
+)
 SIGN_OFFS = frozenset("thanks thank cheers regards best sincerely love thx -- - ~".split())
-_NOT_NAMES = STOP_WORDS | BRANDS | GEAR_NOUNS | frozenset(
-    "amazon ebay walmart sweetwater reverb target costco thanks email mail ps visa mastercard amex "
-    "discover diners jcb paypal venmo ugh wow oops yikes meh version firmware".split())
+_NOT_NAMES = (
+    STOP_WORDS
+    | BRANDS
+    | GEAR_NOUNS
+    | frozenset(
+        "amazon ebay walmart sweetwater reverb target costco thanks email mail ps visa mastercard amex "
+        "discover diners jcb paypal venmo ugh wow oops yikes meh version firmware".split()
+    )
+)
 _SIGNATURE_BEFORE = frozenset("- -- — ~ ! . ,".split())
 _DASHES = frozenset("- -- — ~".split())
 
 
-_DAYS = frozenset("monday tuesday wednesday thursday friday saturday sunday january february march "
-                  "april may june july august september october november december".split())
+_DAYS = frozenset(
+    "monday tuesday wednesday thursday friday saturday sunday january february march "
+    "april may june july august september october november december".split()
+)
 
 
 class ContextNameRecognizer(EntityRecognizer):
@@ -40,8 +50,7 @@ class ContextNameRecognizer(EntityRecognizer):
     name, at a lower score: a name the NER model missed is worse than a replaced model name.
     """
 
-    def __init__(self, product_words: frozenset[str] = frozenset(),
-                 place_names: frozenset[str] = frozenset()) -> None:
+    def __init__(self, product_words: frozenset[str] = frozenset(), place_names: frozenset[str] = frozenset()) -> None:
         super().__init__(supported_entities=[PERSON], name="context-names", supported_language="en")
         self.product_words = product_words
         self.place_names = place_names
@@ -49,8 +58,9 @@ class ContextNameRecognizer(EntityRecognizer):
     def load(self) -> None:  # noqa: D102 - nothing to load
         pass
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
-                ) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         """Spans of likely names given their context."""
         if nlp_artifacts is None or nlp_artifacts.tokens is None or PERSON not in entities:
             return []
@@ -62,14 +72,22 @@ class ContextNameRecognizer(EntityRecognizer):
             nxt = doc[i + 1] if i + 1 < len(doc) else None
             if prev is not None and prev.lower_ in RELATIONS and token.pos_ in ("PROPN", "NOUN"):
                 start = i
-            elif prev is not None and token.pos_ == "PROPN" and (
-                    prev.lower_ in SIGN_OFFS or (prev.text == "," and i > 1 and doc[i - 2].lower_ in SIGN_OFFS)):
+            elif (
+                prev is not None
+                and token.pos_ == "PROPN"
+                and (prev.lower_ in SIGN_OFFS or (prev.text == "," and i > 1 and doc[i - 2].lower_ in SIGN_OFFS))
+            ):
                 start = i
             elif token.pos_ == "PROPN" and nxt is not None and nxt.text in ("'s", "’s"):
                 start = i
-            elif (prev is not None and prev.text in _SIGNATURE_BEFORE and prev.whitespace_ and token.is_alpha
-                  and all(not t.is_alpha for t in doc[i + 1:])
-                  and (prev.text in _DASHES or (token.text[:1].isupper() and token.pos_ == "PROPN"))):
+            elif (
+                prev is not None
+                and prev.text in _SIGNATURE_BEFORE
+                and prev.whitespace_
+                and token.is_alpha
+                and all(not t.is_alpha for t in doc[i + 1 :])
+                and (prev.text in _DASHES or (token.text[:1].isupper() and token.pos_ == "PROPN"))
+            ):
                 start = i  # a one-word signature at the very end: "... - nate", "! Gwen"
             if start is None and self.product_words and self._unknown_proper_noun(token):
                 start = i
@@ -78,21 +96,30 @@ class ContextNameRecognizer(EntityRecognizer):
             end = i
             while end + 1 < len(doc) and doc[end + 1].pos_ == "PROPN" and _name_like(doc[end + 1]):
                 end += 1
-            span = doc[start:end + 1]
+            span = doc[start : end + 1]
             results.append(RecognizerResult(PERSON, span.start_char, span.end_char, 0.6))
         return results
-
 
     def _unknown_proper_noun(self, token) -> bool:
         low = token.lower_
         # Not at a sentence start: there any capitalised word ("Refund", "Seller") looks proper.
-        return (token.pos_ == "PROPN" and token.text[:1].isupper() and not token.text.isupper()
-                and not token.is_sent_start
-                and len(low) >= 3 and low not in self.product_words and low not in self.place_names
-                and low not in _DAYS)
+        return (
+            token.pos_ == "PROPN"
+            and token.text[:1].isupper()
+            and not token.text.isupper()
+            and not token.is_sent_start
+            and len(low) >= 3
+            and low not in self.product_words
+            and low not in self.place_names
+            and low not in _DAYS
+        )
 
 
 def _name_like(token) -> bool:
     low = token.lower_
-    return (token.is_alpha and len(token.text) >= 2 and low not in _NOT_NAMES
-            and not (low.endswith("s") and low[:-1] in _NOT_NAMES))  # "Elixirs"
+    return (
+        token.is_alpha
+        and len(token.text) >= 2
+        and low not in _NOT_NAMES
+        and not (low.endswith("s") and low[:-1] in _NOT_NAMES)
+    )  # "Elixirs"

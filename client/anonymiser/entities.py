@@ -15,8 +15,17 @@ STREET_ADDRESS = "STREET_ADDRESS"
 OWN_NAME = "OWN_NAME"  # the user's own known identifiers; replaced as <PERSON>
 
 #: Entities found by patterns alone (no NLP model needed).
-PATTERN_ENTITIES = (EMAIL_ADDRESS, PHONE_NUMBER, URL, CREDIT_CARD, IBAN_CODE, IP_ADDRESS, US_SSN,
-                    STREET_ADDRESS, OWN_NAME)
+PATTERN_ENTITIES = (
+    EMAIL_ADDRESS,
+    PHONE_NUMBER,
+    URL,
+    CREDIT_CARD,
+    IBAN_CODE,
+    IP_ADDRESS,
+    US_SSN,
+    STREET_ADDRESS,
+    OWN_NAME,
+)
 #: Entities that need a spaCy named-entity model.
 NER_ENTITIES = (PERSON, LOCATION)
 ALL_ENTITIES = NER_ENTITIES + PATTERN_ENTITIES

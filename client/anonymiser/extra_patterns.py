@@ -9,17 +9,24 @@ import re
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
-from client.anonymiser.entities import (CREDIT_CARD, LOCATION, PERSON, PHONE_NUMBER, STREET_ADDRESS,
-                                       URL, US_SSN)
+from client.anonymiser.entities import CREDIT_CARD, LOCATION, PERSON, PHONE_NUMBER, STREET_ADDRESS, URL, US_SSN
 
-_STATES = ("AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|"
-           "NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC")
+_STATES = (
+    "AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|"
+    "NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC"
+)
 
 # (entity, pattern, group holding the value)
 _PATTERNS = (
     # "SSN 546219837", "social security number: 546 21 9837"
-    (US_SSN, re.compile(r"(?i)\b(?:ssn|ss#|social security(?: number| no\.?)?)\D{0,25}?"
-                        r"\b(\d{3}[- ]?\d{2}[- ]?\d{4})\b"), 1),
+    (
+        US_SSN,
+        re.compile(
+            r"(?i)\b(?:ssn|ss#|social security(?: number| no\.?)?)\D{0,25}?"
+            r"\b(\d{3}[- ]?\d{2}[- ]?\d{4})\b"
+        ),
+        1,
+    ),
     # "typed 546219837 into the SSN box"
     (US_SSN, re.compile(r"(?i)\b(\d{3}[- ]?\d{2}[- ]?\d{4})\b(?=\D{0,30}\b(?:ssn|social security)\b)"), 1),
     # Mastercard 2221-2720 (Luhn-checked below)
@@ -40,11 +47,23 @@ _PATTERNS = (
     # www.shop.example/path, any top-level domain
     (URL, re.compile(r"(?i)\b(www\.[a-z0-9-]+(?:\.[a-z0-9-]+)+(?:/[^\s()<>\"']*[^\s()<>\"'.,;:!?])?)"), 1),
     # "16 Rue des Lilas", "12 Calle del Sol", "Hauptstraße 5"
-    (STREET_ADDRESS, re.compile(r"\b(\d{1,5}\s+(?:Rue|Via|Calle|Avenida|Av\.|Chemin|Piazza|Rua|Camino|"
-                                r"Place|Plaza)\s+(?:(?:de|des|du|la|le|del|di|da|dos|das)\s+|"
-                                r"[A-Z][\w'’-]*\s?){1,4})"), 1),
-    (STREET_ADDRESS, re.compile(r"\b([A-Z][a-zäöüß]+(?:straße|strasse|weg|gasse|platz|laan|straat|"
-                                r"gade|vej|gatan)\s+\d{1,4}[a-z]?)\b"), 1),
+    (
+        STREET_ADDRESS,
+        re.compile(
+            r"\b(\d{1,5}\s+(?:Rue|Via|Calle|Avenida|Av\.|Chemin|Piazza|Rua|Camino|"
+            r"Place|Plaza)\s+(?:(?:de|des|du|la|le|del|di|da|dos|das)\s+|"
+            r"[A-Z][\w'’-]*\s?){1,4})"
+        ),
+        1,
+    ),
+    (
+        STREET_ADDRESS,
+        re.compile(
+            r"\b([A-Z][a-zäöüß]+(?:straße|strasse|weg|gasse|platz|laan|straat|"
+            r"gade|vej|gatan)\s+\d{1,4}[a-z]?)\b"
+        ),
+        1,
+    ),
 )
 
 
@@ -57,15 +76,18 @@ class ExtraPatternsRecognizer(EntityRecognizer):
     """Regular-expression spans for the cases in the module docstring."""
 
     def __init__(self) -> None:
-        super().__init__(supported_entities=[US_SSN, CREDIT_CARD, PHONE_NUMBER, URL, STREET_ADDRESS,
-                                             PERSON, LOCATION],
-                         name="privrec-extra-patterns", supported_language="en")
+        super().__init__(
+            supported_entities=[US_SSN, CREDIT_CARD, PHONE_NUMBER, URL, STREET_ADDRESS, PERSON, LOCATION],
+            name="privrec-extra-patterns",
+            supported_language="en",
+        )
 
     def load(self) -> None:  # noqa: D102
         pass
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
-                ) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         """Matches of every pattern whose entity was asked for."""
         results = []
         for entity, pattern, group in _PATTERNS:

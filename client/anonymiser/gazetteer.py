@@ -34,23 +34,22 @@ class GazetteerLocationRecognizer(EntityRecognizer):
     """LOCATION spans for known place names tagged as proper nouns (needs spaCy tokens)."""
 
     def __init__(self) -> None:
-        super().__init__(supported_entities=[LOCATION], name="gazetteer-places",
-                         supported_language="en")
+        super().__init__(supported_entities=[LOCATION], name="gazetteer-places", supported_language="en")
 
     def load(self) -> None:  # noqa: D102
         place_names()
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
-                ) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         """Spans of known places, longest match first."""
         if nlp_artifacts is None or nlp_artifacts.tokens is None or LOCATION not in entities:
             return []
         doc, names, results, i = nlp_artifacts.tokens, place_names(), [], 0
         while i < len(doc):
             for n in range(min(_MAX_WORDS, len(doc) - i), 0, -1):
-                span = doc[i:i + n]
-                if (span[0].text[:1].isupper() and all(t.pos_ == "PROPN" for t in span)
-                        and span.text.lower() in names):
+                span = doc[i : i + n]
+                if span[0].text[:1].isupper() and all(t.pos_ == "PROPN" for t in span) and span.text.lower() in names:
                     results.append(RecognizerResult(LOCATION, span.start_char, span.end_char, 0.5))
                     i += n - 1
                     break

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 
-BRANDS = frozenset("""
+BRANDS = frozenset(
+    """
 fender gibson epiphone squier ibanez yamaha boss shure marshall ernie ball d'addario daddario
 dunlop elixir snark kyser planet waves seymour duncan dimarzio emg ludwig zildjian sabian vic firth
 behringer korg roland moog casio nord akai alesis audio-technica sennheiser electro-harmonix mxr
@@ -30,17 +31,21 @@ mel bay alfred hal leonard suzuki peterson strobostomp hiscox jensen celestion c
 crush jcm jcm800 plexi twin reverb deluxe princeton bassman blues junior hot rod elixirs nanoweb
 polyweb optiweb slinky cobalt paradigm kyser capo shubb g7th paige thalia d'andrea clayton wegen
 bluechip v-picks chicken picker jim fender's gibson's martin's taylor's yamaha's
-""".split())
+""".split()
+)
 
 # Brands that are also everyday names: kept only when a gear word or model number follows.
-AMBIGUOUS = frozenset("martin taylor dean jackson marshall mesa harmony guild simon patrick kay "
-                      "evans rose paul".split())
-GEAR_NOUNS = frozenset("""
+AMBIGUOUS = frozenset(
+    "martin taylor dean jackson marshall mesa harmony guild simon patrick kay evans rose paul".split()
+)
+GEAR_NOUNS = frozenset(
+    """
 guitar guitars acoustic electric bass strings string amp amps amplifier pedal pedals pick picks
 capo tuner cable cables mic microphone head cabinet combo neck body pickup pickups bridge case
 gig bag stand strap model series headstock fretboard custom standard deluxe special classic
 jack input output regular slinky super power hybrid extra light medium heavy mini jazz
-""".split())
+""".split()
+)
 
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'.-]*")
 _NEXT = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9-]*)")
@@ -62,18 +67,25 @@ def is_gear_phrase(span: str, following: str = "", preceding: str = "", text: st
     the whole review, where "Taylor 314ce" earlier makes a later "the Taylor" a guitar.
     """
     words = [_norm(w) for w in _WORD.findall(span)]
-    if words and (words[0] in BRANDS and words[0] not in AMBIGUOUS
-                  or (words[0] in AMBIGUOUS and len(words) > 1 and any(c.isdigit() for c in span))):
+    if words and (
+        words[0] in BRANDS
+        and words[0] not in AMBIGUOUS
+        or (words[0] in AMBIGUOUS and len(words) > 1 and any(c.isdigit() for c in span))
+    ):
         return True  # "Ernie Ball Regular Slinky", "Zildjian A Custom", "Marshall DSL40"
     before = _PREV.search(preceding)
     if before and len(words) == 1 and is_gear_phrase(f"{before.group(1)} {span}"):
         return True  # "Paul" of "Les Paul"
-    if len(words) == 1 and words[0] in AMBIGUOUS and text and re.search(
-            rf"\b{re.escape(span.strip())}\s+(?:\S*\d|(?:{'|'.join(GEAR_NOUNS)})\b)", text, re.IGNORECASE):
+    if (
+        len(words) == 1
+        and words[0] in AMBIGUOUS
+        and text
+        and re.search(rf"\b{re.escape(span.strip())}\s+(?:\S*\d|(?:{'|'.join(GEAR_NOUNS)})\b)", text, re.IGNORECASE)
+    ):
         return True
     if not words or not all(w in BRANDS or w in AMBIGUOUS or w in GEAR_NOUNS for w in words):
         return False
     if any(w in BRANDS and w not in AMBIGUOUS for w in words):
         return True
     nxt = _NEXT.match(following)
-    return bool(nxt) and (nxt.group(1).lower() in GEAR_NOUNS or any(c.isdigit() for c in nxt.group(1)))
+    return nxt is not None and (nxt.group(1).lower() in GEAR_NOUNS or any(c.isdigit() for c in nxt.group(1)))

@@ -8,7 +8,6 @@ import re
 import tldextract
 from presidio_analyzer.predefined_recognizers import EmailRecognizer
 
-
 _TLD = re.compile(r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}$")
 
 

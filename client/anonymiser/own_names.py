@@ -10,7 +10,7 @@ only, so "customer" or "music" elsewhere in a review stays.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from presidio_analyzer import PatternRecognizer
 from spacy.lang.en.stop_words import STOP_WORDS
@@ -18,7 +18,8 @@ from spacy.lang.en.stop_words import STOP_WORDS
 from client.anonymiser.entities import OWN_NAME
 
 # Words common in display names that are not identifying on their own.
-GENERIC_WORDS = frozenset("""
+GENERIC_WORDS = frozenset(
+    """
 amazon customer kindle reader music musician lover fan player guitar guitarist bass bassist drummer
 drum drums keys piano pianist singer vocalist band rock metal jazz blues country folk guy gal girl boy
 man woman dad mom mother father papa mama grandpa grandma son daughter uncle aunt mr mrs ms miss dr
@@ -26,7 +27,8 @@ sir the of and a an in on at by jr sr ii iii iv teacher student pro studio audio
 reviewer buyer shopper user mister lady gentleman old young big little happy satisfied
 tambourine keys synth uke ukulele banjo violin viola cello fiddle sax saxy harp flute trumpet horn
 mandolin accordion harmonica strings string picker strummer bluegrass jazzy funky on off insta
-""".split())
+""".split()
+)
 
 _SPLIT = re.compile(r"[\s\"'“”‘’()\[\],;:/|+&_.-]+")
 _QUOTED = re.compile(r"[\"“](.+?)[\"”]")
@@ -52,8 +54,7 @@ def own_name_terms(names: Iterable[str | None]) -> list[str]:
 
 def _distinctive(word: str) -> bool:
     low = word.lower()
-    return (len(low) >= 2 and any(c.isalpha() for c in low) and low not in STOP_WORDS
-            and low not in GENERIC_WORDS)
+    return len(low) >= 2 and any(c.isalpha() for c in low) and low not in STOP_WORDS and low not in GENERIC_WORDS
 
 
 def own_name_recognizer(names: Iterable[str | None]) -> PatternRecognizer | None:
@@ -61,5 +62,6 @@ def own_name_recognizer(names: Iterable[str | None]) -> PatternRecognizer | None
     terms = own_name_terms(names)
     if not terms:
         return None
-    return PatternRecognizer(supported_entity=OWN_NAME, deny_list=terms, deny_list_score=1.0,
-                             name="own-names", supported_language="en")
+    return PatternRecognizer(
+        supported_entity=OWN_NAME, deny_list=terms, deny_list_score=1.0, name="own-names", supported_language="en"
+    )

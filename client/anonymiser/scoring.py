@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from client.anonymiser import entities as E
 from client.anonymiser.scrubber import PiiScrubber
@@ -79,7 +79,7 @@ def score(scrubber: PiiScrubber, rows: Iterable[Labelled]) -> Score:
     result = Score()
     for row in rows:
         found = scrubber.analyze(row.text, own_names=row.own_names)
-        covered = set()
+        covered: set[int] = set()
         for r in found:
             covered.update(range(r.start, r.end))
         for entity, start, end in row.spans:

