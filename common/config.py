@@ -267,6 +267,11 @@ class RunConfig:
         "Minimum clients whose valid replies a round needs; with fewer the round "
         "is not aggregated (the global model stays).",
     )
+    fraction_evaluate: float = _opt(
+        1.0,
+        "Share of the clients that evaluate each round's model on validation (the "
+        "same panel every round); the test always asks every client.",
+    )
     aggregator: str = _opt(
         "mean",
         "How replies are combined: 'mean' (FedAvg), or Flower's robust 'median' "
@@ -349,6 +354,7 @@ class RunConfig:
             self.local_epochs > 0 or self.local_steps > 0, "local_epochs", "should be positive when `local-steps` is 0"
         )
         need(0.0 < self.fraction_train <= 1.0, "fraction_train", "should be in (0, 1]")
+        need(0.0 < self.fraction_evaluate <= 1.0, "fraction_evaluate", "should be in (0, 1]")
         need(self.temperature > 0, "temperature", "should be positive")
         need(self.dirichlet_alpha > 0, "dirichlet_alpha", "should be positive")
         need(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "should be in [0, 1)")

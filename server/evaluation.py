@@ -13,6 +13,8 @@ Where the metrics come from is a :class:`MetricSource`:
 from __future__ import annotations
 
 import logging
+import math
+import random
 import time
 from typing import Any, Protocol, cast
 
@@ -58,10 +60,30 @@ class ServerSideMetrics:
 
 
 class FederatedMetrics:
-    """Asks every connected client to evaluate ``arrays`` locally; averages their replies."""
+    """Asks the connected clients to evaluate ``arrays`` locally; averages their replies.
 
-    def __init__(self, grid: Grid, *, timeout: float | None = None) -> None:
-        self.grid, self.timeout = grid, timeout
+    With ``fraction`` < 1 (``fraction-evaluate``) the validation goes to a panel of that share of
+    the clients, drawn once with ``seed`` and kept while its clients stay connected (topped up
+    from the others when some leave), so that rounds are compared on the same users; the test
+    goes to every client.
+    """
+
+    def __init__(self, grid: Grid, *, timeout: float | None = None, fraction: float = 1.0, seed: int = 0) -> None:
+        self.grid, self.timeout, self.fraction, self.seed = grid, timeout, fraction, seed
+        self.panel: list[int] = []
+
+    def nodes(self, target: str) -> list[int]:
+        """The clients asked to evaluate ``target``."""
+        connected = sorted(self.grid.get_node_ids())
+        if target == "test" or self.fraction >= 1.0:
+            return connected
+        size = max(1, math.ceil(self.fraction * len(connected)))
+        self.panel = [n for n in self.panel if n in set(connected)]
+        if len(self.panel) < size:
+            others = [n for n in connected if n not in self.panel]
+            random.Random(self.seed).shuffle(others)
+            self.panel += others[: size - len(self.panel)]
+        return list(self.panel)
 
     def metrics(self, arrays: ArrayRecord, target: str, server_round: int) -> dict[str, float]:
         """User-weighted means of the clients' metric means."""
@@ -71,7 +93,7 @@ class FederatedMetrics:
                 records.CONFIG: ConfigRecord({records.SERVER_ROUND: server_round, records.EVAL_TARGET: target}),
             }
         )
-        nodes = list(self.grid.get_node_ids())
+        nodes = self.nodes(target)
         messages = [Message(content=content, dst_node_id=n, message_type=MessageType.EVALUATE) for n in nodes]
         started = time.perf_counter()
         replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))

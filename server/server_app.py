@@ -58,7 +58,7 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "", context: C
         source = (
             ServerSideMetrics(cfg, recommender)
             if cfg.evaluation == "server"
-            else FederatedMetrics(grid, timeout=cfg.round_timeout)
+            else FederatedMetrics(grid, timeout=cfg.round_timeout, fraction=cfg.fraction_evaluate, seed=cfg.seed)
         )
         evaluator = RoundEvaluator(cfg, recommender, source, run)
         initial = ArrayRecord(recommender.state())  # seeded by `seed`

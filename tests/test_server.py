@@ -238,3 +238,32 @@ def test_when_replies_arrive_then_the_prompt_grid_returns_them_without_waiting_a
     started = time.monotonic()
     assert [r.metadata.reply_to_message_id for r in late.send_and_receive(["a", "b"], timeout=0.5)] == ["a"]
     assert 0.4 < time.monotonic() - started < 1.5
+
+
+def test_when_fraction_evaluate_is_set_then_validation_asks_the_same_panel_and_the_test_asks_everyone(
+        task_identity):
+    from server.evaluation import FederatedMetrics
+
+    class Grid:
+        def __init__(self):
+            self.nodes, self.asked = list(range(1, 11)), []
+
+        def get_node_ids(self):
+            return self.nodes
+
+        def send_and_receive(self, messages, *, timeout=None):
+            messages = list(messages)
+            self.asked.append(sorted(m.metadata.dst_node_id for m in messages))
+            return [Message(content=RecordDict({records.METRICS: MetricRecord({records.EVAL_USERS: 10, "ndcg@10": 2.0})}),
+                            reply_to=m) for m in messages]
+
+    grid = Grid()
+    source = FederatedMetrics(grid, fraction=0.3, seed=1)
+    arrays = ArrayRecord({"w": torch.zeros(2)})
+    for server_round in (0, 1):
+        assert source.metrics(arrays, "valid", server_round)["clients"] == 3
+    assert len(grid.asked[0]) == 3 and grid.asked[0] == grid.asked[1]  # the same users every round
+    grid.nodes = [n for n in grid.nodes if n != grid.asked[0][0]]  # one panel member leaves
+    source.metrics(arrays, "valid", 2)
+    assert len(grid.asked[2]) == 3 and set(grid.asked[0][1:]) < set(grid.asked[2])  # topped up, the rest kept
+    assert source.metrics(arrays, "test", 2)["clients"] == 9 and len(grid.asked[3]) == 9
