@@ -291,6 +291,11 @@ def build_model(cfg: RunConfig, *, num_items: int = 0, seed: int | None = None) 
         for name, param in encoder.named_parameters():
             if "lora_A" in name:
                 param.requires_grad_(False)
+    return _two_towers(encoder, cfg, num_items)
+
+
+def _two_towers(encoder: PeftModel, cfg: RunConfig, num_items: int) -> TwoTowerRecommender:
+    """The recommender around ``encoder`` with the towers and tables ``cfg`` asks for."""
     return TwoTowerRecommender(
         encoder,
         embed_dim=cfg.embed_dim,
@@ -382,15 +387,7 @@ def load_checkpoint(directory: Path, cfg: RunConfig, *, num_items: int = 0) -> T
         raise ModelError(f"{directory}: no adapter_config.json; pass a PrivRec checkpoint folder.")
     base = AutoModel.from_pretrained(str(_checked_model_dir(cfg)))
     encoder = PeftModel.from_pretrained(base, str(directory), is_trainable=True)
-    model = TwoTowerRecommender(
-        encoder,
-        embed_dim=cfg.embed_dim,
-        temperature=cfg.temperature,
-        num_items=num_items if cfg.item_embeddings else 0,
-        head_items=cfg.release_head_items,
-        ratings=cfg.releases_ratings,
-        table_width=table_width(cfg),
-    )
+    model = _two_towers(encoder, cfg, num_items)
     heads = load_file(str(directory / HEADS_FILE))
     with torch.no_grad():
         for name, tensor in _exchanged(model).items():
