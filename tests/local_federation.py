@@ -96,17 +96,6 @@ class LocalFederation:
         self.start_superlink("\n".join(line for line in readme_block("shell 1").splitlines()
                                        if not line.startswith("privrec certs")))
 
-    def flwr_run(self, settings: str, log: Path, timeout: float = 900) -> int:
-        """`flwr run . privrec` on this federation, as shell 2 ends; its exit code."""
-        with open(log, "w") as out:
-            run = subprocess.Popen(["flwr", "run", ".", "privrec", "--stream", "--run-config", settings], cwd=REPO,
-                                   env=self.flwr_env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                return run.wait(timeout=timeout)
-            finally:
-                stop(run.pid)
-
 
 @contextlib.contextmanager
 def local_federation(deploy: Path, settings: str, timeout: float = 900) -> Iterator[LocalFederation]:
