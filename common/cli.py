@@ -406,16 +406,7 @@ def data_check(
     from common.run_data import RunData
 
     try:
-        cfg = RunConfig.from_mapping(
-            {
-                "reviews-path": _str(data) or "",
-                "items-path": _str(items) or "",
-                "on-bad-record": on_bad,
-                "num-clients": clients,
-                "partition": partition,
-                "min-train-clients": 1,
-            }
-        )
+        cfg = _partition_config(data, items, clients, partition, on_bad_record=on_bad)
         run_data = RunData.load(cfg)
         sizes = [len(run_data.client_users(cfg, i)) for i in range(clients)]
     except KNOWN_ERRORS as err:
@@ -429,6 +420,20 @@ def data_check(
     table.add_row("users with valid / test", f"{len(run_data.split.valid)} / {len(run_data.split.test)}")
     table.add_row(f"users per client ({partition})", ", ".join(map(str, sizes)))
     Console().print(table)
+
+
+def _partition_config(data: Path | None, items: Path | None, clients: int, partition: str, **extra: Any) -> RunConfig:
+    """The settings `data check` and `data split` partition the review file with (default: demo data)."""
+    return RunConfig.from_mapping(
+        {
+            "reviews-path": _str(data) or "",
+            "items-path": _str(items) or "",
+            "num-clients": clients,
+            "partition": partition,
+            "min-train-clients": 1,
+            **extra,
+        }
+    )
 
 
 @data_app.command("split")
@@ -448,16 +453,7 @@ def data_split(
     from common.run_data import RunData
 
     try:
-        cfg = RunConfig.from_mapping(
-            {
-                "reviews-path": _str(data) or "",
-                "items-path": _str(items) or "",
-                "num-clients": clients,
-                "partition": partition,
-                "seed": seed,
-                "min-train-clients": 1,
-            }
-        )
+        cfg = _partition_config(data, items, clients, partition, seed=seed)
         paths = [out / f"client-{k}.jsonl.gz" for k in range(clients)]
         existing = [p for p in paths if p.exists()]
         if existing and not force:
