@@ -11,7 +11,6 @@ review (``<store>.policy.toml``).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -79,8 +78,6 @@ def anonymise_reviews(
     counts: Counter = Counter()
     for result in scrubbed:
         counts.update(result.counts)
-    found = sum(_name_hits(t, n) for t, n in zip(texts, owners, strict=False))
-    remaining = sum(_name_hits(s.text, n) for s, n in zip(scrubbed, owners, strict=False))
     out = [
         replace(
             r,
@@ -91,27 +88,46 @@ def anonymise_reviews(
         )
         for i, r in enumerate(reviews)
     ]
-    own = {"users-with-display-name": len(names), "display-names-found": found, "display-names-remaining": remaining}
+    own = own_name_counts(texts, [s.text for s in scrubbed], owners, list(names.values()))
     return Anonymised(out, counts, own, seconds)
 
 
-def _name_hits(text: str, names: Sequence[str]) -> int:
-    """Occurrences of any of ``names`` (whole, case-insensitive) in ``text``; one-character
-    names ("T") are not counted (nor removed: they would match every "don't")."""
-    return sum(
-        len(re.findall(rf"(?<!\w){re.escape(n)}(?!\w)", text, re.IGNORECASE))
-        for n in names
-        if sum(c.isalnum() for c in n) >= 2
-    )  # "T" is no identifier
+def own_name_counts(
+    texts: Sequence[str], scrubbed: Sequence[str], owners: Sequence[Sequence[str]], users: Sequence[set[str]]
+) -> dict[str, int]:
+    """What ``client inspect`` shows of the users' own names (counts only, never the names).
+
+    ``display-names-found`` / ``-remaining``: occurrences of each owner's identifiers (whole
+    name, nicknames, distinctive words, handle form), accent-folded and case-insensitive as the
+    scrubber matches them, before and after scrubbing. ``display-names-unchecked``: users whose
+    display name has no word that can be looked for alone ("Amazon Customer", "J"), so a
+    sign-off with their real name could be neither removed nor counted here.
+    """
+    from client.anonymiser.own_names import checkable, count_own_names
+
+    return {
+        "users-with-display-name": len(users),
+        "display-names-unchecked": sum(not checkable(u) for u in users),
+        "display-names-found": sum(count_own_names(t, n) for t, n in zip(texts, owners, strict=True)),
+        "display-names-remaining": sum(count_own_names(t, n) for t, n in zip(scrubbed, owners, strict=True)),
+    }
 
 
 def build_metadata(anonymised: Anonymised, scrubber: PiiScrubber, *, pseudonym_key: str, source: dict) -> StoreMetadata:
-    """Store metadata for ``anonymised``; warns in it when names and places were not looked for."""
+    """Store metadata for ``anonymised``; warns in it when names and places were not looked for
+    and when users' own names are still in the text."""
     warnings: tuple[str, ...] = ()
     if scrubber.model_name is None:
         warnings = (
             "PATTERN-ONLY anonymisation: no spaCy English pipeline was installed, so "
             "personal names and places were not replaced.",
+        )
+    remaining = anonymised.own_names.get("display-names-remaining", 0)
+    if remaining:
+        warnings += (
+            f"{remaining} occurrence(s) of users' own display names are still in the stored text "
+            "(inside spans kept as gear names, or cut by markup); inspect and prepare again with --force "
+            "after editing the raw reviews.",
         )
     return StoreMetadata(
         anonymiser=scrubber.mode,

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from common.files import atomic_write
 from common.schema import Review
 
 CANARIES_FILE = "canaries.json"
@@ -90,9 +91,8 @@ def plant(catalogue_ids: Sequence[str], count: int) -> list[Canary]:
 
 
 def save(path: Path, canaries: list[Canary]) -> None:
-    path.write_text(
-        json.dumps({"format": 1, "items-per-canary": CANARY_ITEMS, "canaries": [asdict(c) for c in canaries]}, indent=1)
-    )
+    content = {"format": 1, "items-per-canary": CANARY_ITEMS, "canaries": [asdict(c) for c in canaries]}
+    atomic_write(path, json.dumps(content, indent=1))
 
 
 def load(path: Path) -> list[Canary]:

@@ -129,6 +129,12 @@ def simulate(
         "ledgers afresh (a new federation); otherwise they keep what earlier runs "
         "on the same stores spent.",
     ),
+    resume: Path | None = typer.Option(
+        None,
+        "--resume",
+        help="Continue the interrupted run in this run directory from its last completed round, "
+        "with its own config (no other run settings may be given).",
+    ),
     verbose: bool = typer.Option(
         False,
         "--verbose",
@@ -138,14 +144,13 @@ def simulate(
 ) -> None:
     """Run a simulated federation (Flower simulation engine, Ray on 127.0.0.1) and report test metrics."""
     setup_logging(verbose, run=True)
-    from client.policy import SIMULATED_DEVICE, PolicyError, PrivacyPolicy
+    from client.policy import PolicyError, PrivacyPolicy
     from server.outcome import RunFailed
+    from server.resume import ResumeError
 
-    errors: tuple[type[Exception], ...] = (*KNOWN_ERRORS, PolicyError, RunFailed)
+    errors: tuple[type[Exception], ...] = (*KNOWN_ERRORS, PolicyError, RunFailed, ResumeError)
     try:
-        cfg = build_config(
-            config_file,
-            settings,
+        options = dict(
             reviews_path=_str(data),
             items_path=_str(items),
             num_clients=clients,
@@ -153,7 +158,20 @@ def simulate(
             partition=partition,
             run_dir=_str(run_dir),
         )
-        policy = PrivacyPolicy.load(device_policy) if device_policy else SIMULATED_DEVICE
+        if resume is not None:
+            given = [name for name, value in options.items() if value is not None]
+            if given or config_file or settings or run_name or canaries:
+                raise ConfigError(
+                    "--resume continues a run with the config in its directory; drop the other run "
+                    f"settings ({', '.join(given) or '--config/--set/--run-name/--canaries'})"
+                )
+            from server.checkpoints import RunDirectory
+            from server.resume import resumable
+
+            cfg, run_name = resumable(RunDirectory(resume)), resume.name
+        else:
+            cfg = build_config(config_file, settings, **options)
+        policy = PrivacyPolicy.load(device_policy) if device_policy else None
         from server.simulation import simulate as run_simulation
 
         path = run_simulation(
@@ -163,6 +181,7 @@ def simulate(
             canaries=canaries,
             worker_logs=verbose,
             reset_budgets=reset_budgets,
+            resume=resume is not None,
         )
     except errors as err:
         _fail(err)

@@ -4,14 +4,17 @@ Every writer of state (run directories, policies, ledger anchors, certificates, 
 account, audit reports, caches) goes through :func:`atomic_write`: the data goes to a uniquely
 named temporary file beside the target, is flushed to disk, and is renamed over the target (an
 atomic step on POSIX file systems); the folder is synced so that the rename survives a power cut.
-The encrypted store and ledger stream through the same steps in :mod:`client.encryption`.
+The encrypted store and ledger stream through the same steps in :mod:`client.encryption`;
+folders (checkpoints) are swapped whole by :func:`replace_folder`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -45,3 +48,38 @@ def fsync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def replace_folder(target: str | Path, write: Callable[[Path], object]) -> Path:
+    """Replace the folder ``target`` with what ``write(folder)`` puts in a fresh folder, so that a crash
+    leaves the old folder or the new one, whole (the files are synced before the swap).
+
+    The swap takes two renames: between them only ``.<name>.old`` exists, which
+    :func:`current_folder` finds."""
+    target = Path(target)
+    fresh, old = target.with_name(f".{target.name}.new"), target.with_name(f".{target.name}.old")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
+    try:
+        write(fresh)
+        for file in fresh.rglob("*"):
+            if file.is_file():
+                with open(file, "rb+") as handle:
+                    os.fsync(handle.fileno())
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(fresh, target)
+    fsync_folder(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def current_folder(target: str | Path) -> Path | None:
+    """The folder :func:`replace_folder` last completed at ``target`` (None when there is none)."""
+    target = Path(target)
+    old = target.with_name(f".{target.name}.old")
+    return target if target.is_dir() else old if old.is_dir() else None

@@ -17,6 +17,8 @@ exchanged in federated rounds (see :func:`trainable_state`).
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import logging
@@ -272,7 +274,7 @@ def build_model(cfg: RunConfig, *, num_items: int = 0, seed: int | None = None) 
     if cfg.item_embeddings and num_items < 1:
         raise ModelError("`item-embeddings` is on, so build_model needs the catalogue size (num_items).")
     torch.manual_seed(cfg.seed if seed is None else seed)
-    base = AutoModel.from_pretrained(str(_checked_model_dir(cfg)))
+    base = base_model(cfg)
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -292,6 +294,22 @@ def build_model(cfg: RunConfig, *, num_items: int = 0, seed: int | None = None) 
             if "lora_A" in name:
                 param.requires_grad_(False)
     return _two_towers(encoder, cfg, num_items)
+
+
+def base_model(cfg: RunConfig) -> nn.Module:
+    """The frozen BERT base for one model: its weights are read once per process and shared by
+    every model built from them (each gets its own modules, which PEFT then wraps). Nothing ever
+    trains or merges into them, so a worker running many clients holds one copy."""
+    weights = _frozen_base(str(_checked_model_dir(cfg)))
+    shared = {id(t): t for t in (*weights.parameters(), *weights.buffers())}
+    return copy.deepcopy(weights, shared)
+
+
+@functools.lru_cache(maxsize=2)
+def _frozen_base(path: str) -> nn.Module:
+    base = AutoModel.from_pretrained(path)
+    base.requires_grad_(False)
+    return base
 
 
 def _two_towers(encoder: PeftModel, cfg: RunConfig, num_items: int) -> TwoTowerRecommender:
@@ -385,7 +403,7 @@ def load_checkpoint(directory: Path, cfg: RunConfig, *, num_items: int = 0) -> T
     """Rebuild a recommender from :func:`save_checkpoint` output via ``PeftModel.from_pretrained``."""
     if not (directory / "adapter_config.json").is_file():
         raise ModelError(f"{directory}: no adapter_config.json; pass a PrivRec checkpoint folder.")
-    base = AutoModel.from_pretrained(str(_checked_model_dir(cfg)))
+    base = base_model(cfg)
     encoder = PeftModel.from_pretrained(base, str(directory), is_trainable=True)
     model = _two_towers(encoder, cfg, num_items)
     heads = load_file(str(directory / HEADS_FILE))

@@ -1,4 +1,7 @@
-"""The run directory: resolved config, per-round metrics (JSON + CSV), checkpoints and a log."""
+"""The run directory: resolved config, per-round metrics (JSON + CSV), checkpoints and a log.
+
+Every file is replaced atomically and each checkpoint folder is swapped whole, so a kill at any
+moment leaves the previous good version (see :mod:`server.resume` for continuing such a run)."""
 
 from __future__ import annotations
 
@@ -11,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from common.config import RunConfig
-from common.files import atomic_write
-from common.model import TwoTowerRecommender, save_checkpoint
+from common.config import ConfigError, RunConfig
+from common.files import atomic_write, current_folder, replace_folder
+from common.model import META_FILE, TwoTowerRecommender, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +51,34 @@ class RunDirectory:
             ) from err
         run = cls(path)
         atomic_write(path / CONFIG_FILE, cfg.to_json() + "\n")
-        handler = logging.FileHandler(path / LOG_FILE)
+        run._attach_log()
+        return run
+
+    @classmethod
+    def reopen(cls, path: Path) -> RunDirectory:
+        """An existing run directory, to continue it; its log file is appended to."""
+        if not (path / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{path}: no {CONFIG_FILE}; pass a run directory that PrivRec wrote.")
+        run = cls(path)
+        run._attach_log()
+        return run
+
+    def config(self) -> RunConfig:
+        """The run's resolved config, as written when it started."""
+        try:
+            return RunConfig.from_mapping(json.loads((self.path / CONFIG_FILE).read_text()))
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{self.path / CONFIG_FILE}: unreadable ({err}); restore it from a backup.") from err
+
+    def _attach_log(self) -> None:
+        handler = logging.FileHandler(self.path / LOG_FILE)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         for name_ in ("privrec", "server", "client", "common", "flwr"):
             logger = logging.getLogger(name_)
             logger.addHandler(handler)
             if logger.level == logging.NOTSET:  # a ServerApp under `flwr run`: nobody set it up
                 logger.setLevel(logging.INFO)
-        run.handler = handler
-        return run
+        self.handler = handler
 
     def close(self) -> None:
         """Detach the log file."""
@@ -84,7 +106,19 @@ class RunDirectory:
         atomic_write(self.path / SUMMARY_FILE, json.dumps(dict(summary), indent=2) + "\n")
 
     def save(self, which: str, model: TwoTowerRecommender, *, meta: Mapping[str, Any]) -> Path:
-        """Save a PEFT-format checkpoint under ``checkpoints/<which>``."""
-        target = self.checkpoints / which
-        save_checkpoint(model, target, meta=meta)
-        return target
+        """Save a PEFT-format checkpoint under ``checkpoints/<which>`` (swapped in whole)."""
+        return replace_folder(self.checkpoints / which, lambda folder: save_checkpoint(model, folder, meta=meta))
+
+    def checkpoint(self, which: str) -> Path | None:
+        """The folder of checkpoint ``which`` (None before its first save)."""
+        return current_folder(self.checkpoints / which)
+
+    def checkpoint_meta(self, which: str) -> dict[str, Any] | None:
+        """The metadata saved with checkpoint ``which`` (None before its first save)."""
+        folder = self.checkpoint(which)
+        return None if folder is None else json.loads((folder / META_FILE).read_text())
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The per-round rows written so far (none before round 0 was evaluated)."""
+        path = self.path / METRICS_JSON
+        return json.loads(path.read_text()) if path.is_file() else []

@@ -138,9 +138,10 @@ def aggregate_metrics(replies: list[Message], *, expected: int, seconds: float =
 class RoundEvaluator:
     """Validation after every round; remembers the best round and stops after ``patience``.
 
-    ``evaluate`` is the ``evaluate_fn`` handed to ``strategy.start``. After ``patience``
-    rounds without a better validation NDCG@K, :attr:`should_stop` turns true and the
-    strategy stops sending work.
+    ``evaluate`` scores a round's global model; ``commit`` then saves it as ``last`` (and
+    ``best``), after the round's metrics row is written, so that the checkpoints are a
+    consistent point to resume from (:mod:`server.resume`). After ``patience`` rounds without
+    a better validation NDCG@K, :attr:`should_stop` turns true and the strategy stops sending work.
     """
 
     def __init__(self, cfg: RunConfig, recommender: Recommender, source: MetricSource, run: RunDirectory) -> None:
@@ -155,6 +156,7 @@ class RoundEvaluator:
         self.stopped_at: int | None = None
         self._best_arrays: ArrayRecord | None = None
         self._best_meta: dict = {}
+        self._pending: tuple[ArrayRecord, dict, bool] | None = None  # scored, not yet committed
 
     @property
     def should_stop(self) -> bool:
@@ -166,18 +168,14 @@ class RoundEvaluator:
         return self.source.metrics(arrays, target, server_round)
 
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        """Validation metrics of the global model; saves ``best`` and ``last`` checkpoints."""
+        """Validation metrics of the global model (None after early stopping); :meth:`commit` saves it."""
         if self.should_stop:
             return None
         metrics = self.metrics(arrays, "valid", server_round)
         score = metrics[self.key]
-        self.recommender.load_state(arrays.to_torch_state_dict())
-        meta = {"round": server_round, "valid": metrics, "config": self.cfg.to_dict()}
-        self.run.save(LAST, self.recommender.model, meta=meta)
-        if score > self.best_score:
+        improved = score > self.best_score
+        if improved:
             self.best_score, self.best_round, self.rounds_without_gain = score, server_round, 0
-            self.run.save(BEST, self.recommender.model, meta=meta)
-            self._best_arrays, self._best_meta = ArrayRecord(self.recommender.state()), meta
         elif server_round > 0:
             self.rounds_without_gain += 1
             if self.cfg.patience and self.rounds_without_gain >= self.cfg.patience:
@@ -190,8 +188,37 @@ class RoundEvaluator:
                     self.best_score,
                     self.best_round,
                 )
+        meta = {"round": server_round, "valid": metrics, "config": self.cfg.to_dict(), "early-stopping": self.state()}
+        self._pending = (arrays, meta, improved)
         log.info("round %d validation: %s", server_round, _fmt(metrics))
         return MetricRecord({f"valid-{k}": float(v) for k, v in metrics.items()})
+
+    def commit(self) -> None:
+        """Save the round just evaluated as the ``last`` checkpoint, and as ``best`` if it gained."""
+        if self._pending is None:
+            return
+        arrays, meta, improved = self._pending
+        self._pending = None
+        self.recommender.load_state(arrays.to_torch_state_dict())
+        self.run.save(LAST, self.recommender.model, meta=meta)
+        if improved:
+            self.run.save(BEST, self.recommender.model, meta=meta)
+            self._best_arrays, self._best_meta = ArrayRecord(self.recommender.state()), meta
+
+    def state(self) -> dict[str, Any]:
+        """The early-stopping state (saved with every ``last`` checkpoint)."""
+        return {
+            "best-round": self.best_round,
+            "best-score": self.best_score,
+            "rounds-without-gain": self.rounds_without_gain,
+            "stopped-at": self.stopped_at,
+        }
+
+    def restore(self, state: dict[str, Any], best_arrays: ArrayRecord, best_meta: dict) -> None:
+        """Continue from :meth:`state` and the best round's tensors (a resumed run)."""
+        self.best_round, self.best_score = int(state["best-round"]), float(state["best-score"])
+        self.rounds_without_gain, self.stopped_at = int(state["rounds-without-gain"]), state["stopped-at"]
+        self._best_arrays, self._best_meta = best_arrays, best_meta
 
     def attach_to_best(self, released: dict) -> None:
         """Add released statistics that do not change the ranking (the rating offsets) to the best

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, Context
@@ -24,31 +25,36 @@ from server.evaluation import FederatedMetrics, RoundEvaluator, ServerSideMetric
 from server.grid import PromptGrid
 from server.outcome import RunFailed, failure
 from server.progress import RoundProgress
+from server.resume import ResumedStrategy, ResumePoint, resumable
 from server.secure_release import ReleaseError, ease, head_items, popularity_prior, secure_release
 from server.strategy import build_strategy
 
 log = logging.getLogger(__name__)
 
 
-def build_server_app(config: RunConfig | None = None, *, run_name: str = "") -> ServerApp:
-    """A ServerApp for ``config``; without one it reads ``context.run_config`` (``flwr run``)."""
+def build_server_app(config: RunConfig | None = None, *, run_name: str = "", resume: bool = False) -> ServerApp:
+    """A ServerApp for ``config``; without one it reads ``context.run_config`` (``flwr run``).
+    With ``resume`` it continues the run directory ``run_name`` (:mod:`server.resume`)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = config or RunConfig.from_mapping(context.run_config)
-        run_federation(grid, cfg, run_name=run_name, context=context)
+        run_federation(grid, cfg, run_name=run_name, context=context, resume=resume)
 
     return app
 
 
-def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "", context: Context | None = None) -> RunDirectory:
+def run_federation(
+    grid: Grid, cfg: RunConfig, *, run_name: str = "", context: Context | None = None, resume: bool = False
+) -> RunDirectory:
     """The story of a run: data, initial adapter, strategy, rounds, best checkpoint on test.
 
     With ``dp`` = 'distributed' the rounds are one secure release instead (``context`` is the
-    ServerApp's, which Flower's SecAgg+ workflow needs)."""
+    ServerApp's, which Flower's SecAgg+ workflow needs). With ``resume`` the run directory
+    ``run_name`` is continued from its last completed round."""
     grid = PromptGrid(grid)  # replies are used as soon as they arrive (Flower's Grid polls every 3 s)
-    run = RunDirectory.create(cfg, run_name)
+    run = RunDirectory.reopen(Path(cfg.run_dir) / run_name) if resume else RunDirectory.create(cfg, run_name)
     log.info("run directory: %s", run.path)
     started = time.perf_counter()
     try:
@@ -62,6 +68,12 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "", context: C
         )
         evaluator = RoundEvaluator(cfg, recommender, source, run)
         initial = ArrayRecord(recommender.state())  # seeded by `seed`
+        point = None
+        if resume:  # the last completed round's model, metrics and early-stopping state
+            resumable(run)
+            point = ResumePoint.load(run, recommender)
+            evaluator.restore(point.early_stopping, point.best_arrays, point.best_meta)
+            initial = point.arrays
 
         if cfg.dp == "distributed":  # one secure, user-level DP release instead of FedAvg rounds
             release = DistributedRun(cfg, recommender, evaluator, run)
@@ -88,6 +100,9 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "", context: C
         central = None
         if cfg.dp == "central":  # clients clip, the server adds noise (Flower's wrapper, our release)
             runner, central = central_dp.wrap(strategy, cfg)
+        if point is not None:
+            strategy.history = point.history
+            runner = ResumedStrategy(runner, point.round)
 
         # 3. Train, evaluating the global model after every round.
         progress = RoundProgress(cfg.num_rounds, evaluator.key)
@@ -96,6 +111,7 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "", context: C
             metrics = evaluator.evaluate(server_round, arrays)
             progress.report(_merge_round(strategy.history, server_round, metrics))
             run.write_metrics(strategy.history)
+            evaluator.commit()  # the round is complete: a resume would start after it
             return metrics
 
         runner.start(
@@ -116,6 +132,7 @@ def run_federation(grid: Grid, cfg: RunConfig, *, run_name: str = "", context: C
             started,
             context,
             central_epsilon=central.epsilon() if central else None,
+            resumed_after=point.round if point else None,
         )
     finally:
         run.close()
@@ -129,6 +146,7 @@ def _finish(
     recommender: Recommender,
     started: float,
     context: Context | None,
+    resumed_after: int | None = None,
     **privacy,
 ) -> RunDirectory:
     """Score the best round on the test items and write the run's summary (with the Flower run id,
@@ -151,6 +169,7 @@ def _finish(
         "test": test,
         "evaluation": cfg.evaluation,
         "wall-seconds": time.perf_counter() - started,
+        "resumed-after-round": resumed_after,
         "trainable-parameters": sum(v.numel() for v in recommender.state().values()),
     }
     if failed or test is None:
@@ -259,6 +278,7 @@ class DistributedRun:
         metrics = self.evaluator.evaluate(server_round, arrays)
         self.progress.report(_merge_round(self.history, server_round, metrics))
         self.run.write_metrics(self.history)
+        self.evaluator.commit()
 
 
 def _merge_round(history: list[dict], server_round: int, metrics) -> dict | None:

@@ -42,6 +42,7 @@ def simulate(
     canaries: int = 0,
     worker_logs: bool = True,
     reset_budgets: bool = False,
+    resume: bool = False,
 ) -> Path:
     """Run ``cfg`` as a simulated federation and return the run directory.
 
@@ -52,25 +53,32 @@ def simulate(
     the coins into it as ``canaries.json``, for ``privrec audit`` only). ``worker_logs`` = False keeps
     the simulated devices' log lines off this console. ``reset_budgets`` starts the simulated devices'
     ledgers afresh (research: a new federation of the same people); otherwise they remember what
-    earlier runs on these stores spent.
+    earlier runs on these stores spent. ``resume`` continues the interrupted run ``run_name``
+    (``cfg`` is its own, see :func:`server.resume.resumable`); the devices keep their policies
+    unless ``device_policy`` is given.
     """
     from flwr.simulation import run_simulation
 
     from client.client_app import build_client_app
     from client.policy import SIMULATED_DEVICE
     from client.simulated_devices import apply_device_policy, prepare_simulated_devices, reset_ledgers
+    from common import canaries as canary_file
     from server.server_app import build_server_app
 
     run_name = run_name or time.strftime("%Y%m%d-%H%M%S")
     path = Path(cfg.run_dir) / run_name
-    if path.exists():
+    if path.exists() and not resume:
         raise FileExistsError(f"run directory {path} already exists; pick another --run-name.")
-    planted = None
-    if canaries:
-        from common.canaries import plant
+    if reset_budgets and resume:
+        raise ValueError("--reset-budgets starts a new federation; it cannot be combined with --resume.")
+    planted, coins = None, Path(cfg.run_dir) / f".{run_name}-{canary_file.CANARIES_FILE}"
+    if resume and coins.is_file():  # the interrupted run planted canaries: the same ones
+        planted = canary_file.load(coins)
+    elif canaries:
         from common.run_data import load_catalogue
 
-        planted = plant(load_catalogue(cfg).ids, canaries)
+        planted = canary_file.plant(load_catalogue(cfg).ids, canaries)
+        canary_file.save(coins, planted)  # kept until the run ends: a resumed run audits the same ones
         cfg = with_canaries(cfg, planted, Path(cfg.run_dir) / f".{run_name}-canary-reviews.jsonl.gz")
     # Clients run one at a time with every core: torch on CPU scales better than two half-machines.
     cpus = cpus_per_client or (os.cpu_count() or 1)
@@ -78,14 +86,15 @@ def simulate(
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # Ray's future default, without its warning
     # Each simulated device anonymises and encrypts its own partition first (once; reused).
     prepare_simulated_devices(cfg, progress=progress)
-    apply_device_policy(cfg, device_policy or SIMULATED_DEVICE)
+    if device_policy is not None or not resume:
+        apply_device_policy(cfg, device_policy or SIMULATED_DEVICE)
     if reset_budgets:
         reset_ledgers(cfg, reason="privrec simulate --reset-budgets: a new federation")
     # Flower marks run_simulation deprecated in favour of `flwr run`; it is still the one call
     # that takes app objects (with their config) directly, which `privrec simulate` needs.
     try:
         run_simulation(
-            server_app=build_server_app(cfg, run_name=run_name),
+            server_app=build_server_app(cfg, run_name=run_name, resume=resume),
             client_app=build_client_app(cfg),
             num_supernodes=cfg.num_clients,
             backend_config=backend_config(cpus, worker_logs=worker_logs),
@@ -101,9 +110,8 @@ def simulate(
             hint = "; the simulated devices remember what earlier runs spent: add --reset-budgets for a new federation"
         raise RunFailed(f"{failed} (run directory {path}){hint}.")
     if planted is not None:
-        from common import canaries as canary_file
-
         canary_file.save(path / canary_file.CANARIES_FILE, planted)
+        coins.unlink(missing_ok=True)
     return path
 
 

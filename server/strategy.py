@@ -9,14 +9,16 @@ clipped updates, and distributed DP sums inside secure aggregation (the config r
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from common import records
 from common.config import RunConfig
@@ -38,7 +40,13 @@ class RecommenderFedAvg(FedAvg):
     """
 
     def __init__(
-        self, *, should_stop: Callable[[], bool], uniform: bool = False, max_update_norm: float = 0.0, **kwargs
+        self,
+        *,
+        should_stop: Callable[[], bool],
+        uniform: bool = False,
+        max_update_norm: float = 0.0,
+        seed: int = 0,
+        **kwargs,
     ) -> None:
         # DP needs every client to weigh the same: central DP scales its noise to 1/clients, and
         # a local-DP client sends no user count (it would be an un-noised release).
@@ -49,7 +57,7 @@ class RecommenderFedAvg(FedAvg):
             fraction_evaluate=0.0,
             **kwargs,
         )
-        self.should_stop, self.max_update_norm = should_stop, max_update_norm
+        self.should_stop, self.max_update_norm, self.seed = should_stop, max_update_norm, seed
         self.history: list[dict[str, float]] = []
         self.last_aggregated = 0  # replies in the last aggregate (central DP scales its noise to it)
         self._round_started = 0.0
@@ -62,13 +70,21 @@ class RecommenderFedAvg(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Sample clients as the strategy does, unless early stopping has ended the run."""
+        """Sample ``fraction_train`` of the clients (at least ``min_train_nodes``), unless early stopping
+        has ended the run. Unlike Flower's FedAvg the sample is drawn from ``seed`` and the round, so
+        that a run is reproducible and a resumed round asks the same clients (:mod:`server.resume`)."""
         if self.should_stop():
             log.info("round %d skipped: early stopping ended training", server_round)
             return []
         self._round_started = time.perf_counter()
         self.expect(arrays)
-        return super().configure_train(server_round, arrays, config, grid)
+        size = max(int(len(list(grid.get_node_ids())) * self.fraction_train), self.min_train_nodes)
+        _, connected = sample_nodes(grid, self.min_available_nodes, size)  # waits for enough clients
+        nodes = random.Random(f"{self.seed}-sample-{server_round}").sample(sorted(connected), size)
+        log.info("round %d: sampled %d of %d clients", server_round, len(nodes), len(connected))
+        config[records.SERVER_ROUND] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return self._construct_messages(record, nodes, MessageType.TRAIN)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -151,6 +167,7 @@ def build_strategy(cfg: RunConfig, should_stop: Callable[[], bool]) -> Recommend
         fraction_train=cfg.fraction_train,
         min_train_nodes=cfg.min_train_clients,
         min_available_nodes=cfg.min_train_clients,
+        seed=cfg.seed,
     )
     if cfg.aggregator == "median":
         return RecommenderFedMedian(should_stop=should_stop, **common)

@@ -15,7 +15,7 @@ import pytest
 
 from client.encryption import Secret, read_encrypted, write_encrypted
 from client.privacy_ledger import LedgerKey, PrivacyLedger
-from common.files import atomic_write
+from common.files import atomic_write, current_folder, replace_folder
 
 KEY = bytes(range(32))
 WRITER = r"""
@@ -39,6 +39,20 @@ while True:  # one release and one transparency entry per round, each a save, un
         next_round = len(ledger.events) + 1
         ledger.record("train", [(1.0, 0.01, 1)], policy, run_id=1, server_round=next_round)
         ledger.record_sent({"run": 1, "round": next_round, "message": "train"})
+"""
+
+FOLDER_WRITER = r"""
+import sys
+from pathlib import Path
+from common.files import replace_folder
+i = 0
+print("ready", flush=True)
+while True:  # swap in version i of a two-file checkpoint folder until killed
+    i += 1
+    def write(folder, i=i):
+        (folder / "adapter.bin").write_bytes(str(i).encode().ljust(16) * (1 << 16))
+        (folder / "meta.json").write_text(str(i))
+    replace_folder(sys.argv[1], write)
 """
 
 
@@ -73,6 +87,22 @@ def test_when_a_ledger_writer_is_killed_then_the_ledger_opens_with_every_complet
         assert len(ledger.history) >= seen and [e["round"] for e in ledger.events] == list(range(1, len(ledger.events) + 1))
         seen = len(ledger.history)
     assert seen > 0
+
+
+def test_when_a_checkpoint_folder_writer_is_killed_then_a_whole_version_is_found(tmp_path):
+    target = tmp_path / "checkpoints" / "last"
+    replace_folder(target, lambda folder: _version(folder, 0))
+    for _ in range(5):
+        _kill_while_writing(FOLDER_WRITER, target, kills=1)
+        folder = current_folder(target)  # the new folder, or the old one between the two renames
+        assert folder is not None
+        version = (folder / "meta.json").read_text()
+        assert (folder / "adapter.bin").read_bytes() == version.encode().ljust(16) * (1 << 16)
+
+
+def _version(folder: Path, i: int) -> None:
+    (folder / "adapter.bin").write_bytes(str(i).encode().ljust(16) * (1 << 16))
+    (folder / "meta.json").write_text(str(i))
 
 
 def test_when_a_plain_write_fails_midway_then_the_old_file_stays_and_no_temp_is_left(tmp_path, monkeypatch):

@@ -261,3 +261,20 @@ def test_when_tables_are_hashed_then_they_train_rank_and_round_trip_a_checkpoint
     restored = Recommender(cfg, data.catalogue)
     restored.load_checkpoint(tmp_path / "ckpt")
     assert torch.allclose(torch.as_tensor(restored.scores(users, data.split)), torch.as_tensor(scores), atol=1e-5)
+
+
+def test_when_many_models_are_built_then_they_share_one_frozen_base_and_training_one_leaves_the_others(tiny_config):
+    """A worker running many clients reads the base weights once: every model shares them, and
+    one client's training (adapters only) changes nothing another client's model computes."""
+    data = RunData.load(tiny_config)
+    first, second = (Recommender(tiny_config, data.catalogue) for _ in range(2))
+    bases = [dict(r.model.encoder.get_base_model().named_parameters()) for r in (first, second)]
+    shared = [n for n in bases[0] if "lora_" not in n]
+    assert shared and all(bases[0][n] is bases[1][n] and not bases[0][n].requires_grad for n in shared)
+    assert first.model.encoder is not second.model.encoder  # each has its own modules (and adapter)
+    users = data.split.users()[:16]
+    before = second.scores(users, data.split)
+    frozen = {n: bases[0][n].detach().clone() for n in shared}
+    first.train(users, data.split, rng=random.Random(0), steps=4)
+    assert all(torch.equal(bases[0][n], frozen[n]) for n in shared)
+    assert (second.scores(users, data.split) == before).all()

@@ -28,8 +28,10 @@ def evaluator(tiny_config):
 def test_when_no_gain_for_patience_rounds_then_stop_and_keep_best(evaluator):
     arrays = ArrayRecord(trainable_state(build_model(evaluator.cfg, num_items=len(evaluator.recommender.catalogue))))
     assert evaluator.evaluate(0, arrays) is not None
+    evaluator.commit()
     assert evaluator.evaluate(1, arrays) is not None and not evaluator.should_stop
     evaluator.evaluate(2, arrays)
+    evaluator.commit()
     assert evaluator.should_stop and evaluator.stopped_at == 2
     assert evaluator.best_round == 0
     assert evaluator.evaluate(3, arrays) is None  # nothing is evaluated after the stop
@@ -42,6 +44,7 @@ def test_when_validation_improves_then_best_checkpoint_moves(evaluator):
     evaluator.evaluate(0, arrays)
     evaluator.best_score = -1.0  # any real score now counts as a gain
     evaluator.evaluate(1, arrays)
+    evaluator.commit()
     assert evaluator.best_round == 1
     meta = json.loads((evaluator.run.checkpoints / "best" / "privrec.json").read_text())
     assert meta["round"] == 1 and "ndcg@10" in meta["valid"]

@@ -190,3 +190,32 @@ def test_when_simulate_runs_then_its_console_is_short_quiet_and_has_no_duplicate
     assert any(line.startswith("run directory: ") for line in console)
     run_log = next((tmp_path / "runs").iterdir()) / "run.log"
     assert "INFO flwr" in run_log.read_text()  # what the console leaves out is in the run's log
+
+
+def test_when_a_run_is_resumed_from_the_command_line_then_it_continues_its_own_directory(finished_run, tmp_path):
+    """`privrec simulate --resume RUN_DIR` on a run killed after its last round but before the test:
+    the rounds stay, the best round is scored on the test items, the summary says it was resumed."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from common.cli import app
+
+    _, path, _ = finished_run
+    cut = tmp_path / "runs" / "cut"
+    shutil.copytree(path, cut)
+    (cut / "summary.json").unlink()  # killed before the test
+    runner = CliRunner()
+    refused = runner.invoke(app, ["simulate", "--resume", str(cut), "--set", "learning-rate=0.1"])
+    assert refused.exit_code == 2 and "--resume continues a run with the config in its directory" in refused.output
+    result = runner.invoke(app, ["simulate", "--resume", str(cut)])
+    assert result.exit_code == 0, result.output
+    summary, reference = (json.loads((p / "summary.json").read_text()) for p in (cut, path))
+    assert summary["resumed-after-round"] == 2 and summary["best-round"] == reference["best-round"]
+    assert summary["test"]["ndcg@10"] == pytest.approx(reference["test"]["ndcg@10"], abs=1e-6)
+    assert json.loads((cut / "metrics.json").read_text()) == json.loads((path / "metrics.json").read_text())
+    assert "resuming after round 2" in (cut / "run.log").read_text()
+    again = runner.invoke(app, ["simulate", "--resume", str(cut)])
+    assert again.exit_code == 2 and "there is nothing to resume" in again.output
+    elsewhere = runner.invoke(app, ["simulate", "--resume", str(tmp_path)])
+    assert elsewhere.exit_code == 2 and "not a run directory" in elsewhere.output

@@ -13,6 +13,7 @@ from spacy.lang.en.stop_words import STOP_WORDS
 
 from client.anonymiser.entities import PERSON
 from client.anonymiser.gear_terms import BRANDS, GEAR_NOUNS
+from client.anonymiser.normalise import fold
 
 RELATIONS = frozenset(
     """
@@ -48,6 +49,8 @@ class ContextNameRecognizer(EntityRecognizer):
     With ``product_words`` (every word of the item catalogue's titles and brands) it also takes
     any other capitalised proper noun that is neither a product word nor a known place as a
     name, at a lower score: a name the NER model missed is worse than a replaced model name.
+    Words are compared lower-cased and accent-folded (``product_words`` and ``place_names``
+    are expected in that form: :func:`~client.anonymiser.normalise.fold`).
     """
 
     def __init__(self, product_words: frozenset[str] = frozenset(), place_names: frozenset[str] = frozenset()) -> None:
@@ -101,7 +104,7 @@ class ContextNameRecognizer(EntityRecognizer):
         return results
 
     def _unknown_proper_noun(self, token) -> bool:
-        low = token.lower_
+        low = fold(token.lower_)
         # Not at a sentence start: there any capitalised word ("Refund", "Seller") looks proper.
         return (
             token.pos_ == "PROPN"
@@ -116,7 +119,7 @@ class ContextNameRecognizer(EntityRecognizer):
 
 
 def _name_like(token) -> bool:
-    low = token.lower_
+    low = fold(token.lower_)
     return (
         token.is_alpha
         and len(token.text) >= 2

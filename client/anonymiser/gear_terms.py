@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from client.anonymiser.normalise import fold
+
 BRANDS = frozenset(
     """
 fender gibson epiphone squier ibanez yamaha boss shure marshall ernie ball d'addario daddario
@@ -53,11 +55,8 @@ _PREV = re.compile(r"([A-Za-z][A-Za-z'.-]*)\s+$")
 
 
 def _norm(word: str) -> str:
-    word = word.lower().rstrip(".'’")
-    for suffix in ("'s", "’s"):
-        if word.endswith(suffix):
-            word = word[:-2]
-    return word
+    word = fold(word).lower().rstrip(".'")  # "D’Addario" is "d'addario"
+    return word.removesuffix("'s")
 
 
 def is_gear_phrase(span: str, following: str = "", preceding: str = "", text: str = "") -> bool:
@@ -66,14 +65,14 @@ def is_gear_phrase(span: str, following: str = "", preceding: str = "", text: st
     ``preceding``/``following`` are the text around the span ("Les" before "Paul"); ``text``
     the whole review, where "Taylor 314ce" earlier makes a later "the Taylor" a guitar.
     """
-    words = [_norm(w) for w in _WORD.findall(span)]
+    words = [_norm(w) for w in _WORD.findall(fold(span))]
     if words and (
         words[0] in BRANDS
         and words[0] not in AMBIGUOUS
         or (words[0] in AMBIGUOUS and len(words) > 1 and any(c.isdigit() for c in span))
     ):
         return True  # "Ernie Ball Regular Slinky", "Zildjian A Custom", "Marshall DSL40"
-    before = _PREV.search(preceding)
+    before = _PREV.search(fold(preceding[-60:]))
     if before and len(words) == 1 and is_gear_phrase(f"{before.group(1)} {span}"):
         return True  # "Paul" of "Les Paul"
     if (
@@ -87,5 +86,5 @@ def is_gear_phrase(span: str, following: str = "", preceding: str = "", text: st
         return False
     if any(w in BRANDS and w not in AMBIGUOUS for w in words):
         return True
-    nxt = _NEXT.match(following)
+    nxt = _NEXT.match(fold(following[:60]))
     return nxt is not None and (nxt.group(1).lower() in GEAR_NOUNS or any(c.isdigit() for c in nxt.group(1)))

@@ -2,9 +2,11 @@
 
 Guarantee (best effort, measured): names, places, e-mail addresses, phone numbers, URLs, card
 numbers, IBANs, IP addresses, US SSNs and street addresses are replaced by ``<TYPE>`` tokens,
-and so is every occurrence of the user's own known identifiers. Recall is measured on a
-labelled set (``scripts/benchmark_privacy.py``); it is not 100%, which is why the text also
-stays encrypted on the device and never leaves it.
+and so is every occurrence of the user's own known identifiers. Text is normalised first
+(HTML entities decoded, tags replaced by a space, NFKC: :mod:`client.anonymiser.normalise`);
+that form, with personal data replaced, is what :meth:`PiiScrubber.scrub` returns. Recall is
+measured on a labelled set (``scripts/benchmark_privacy.py``); it is not 100%, which is why
+the text also stays encrypted on the device and never leaves it.
 
 Names and places need a spaCy English pipeline. Without one the scrubber runs pattern-only,
 logs a warning and says so in :attr:`PiiScrubber.mode` (which the local store records).
@@ -41,6 +43,7 @@ from client.anonymiser.context_names import ContextNameRecognizer
 from client.anonymiser.extra_patterns import ExtraPatternsRecognizer
 from client.anonymiser.gazetteer import GazetteerLocationRecognizer, place_names
 from client.anonymiser.gear_terms import GEAR_NOUNS, is_gear_phrase
+from client.anonymiser.normalise import fold, normalise
 from client.anonymiser.offline_email import OfflineEmailRecognizer
 from client.anonymiser.own_names import own_name_recognizer
 from client.anonymiser.street_address import StreetAddressRecognizer
@@ -151,7 +154,7 @@ class PiiScrubber:
             )
         nlp_engine.load()
         self.entities = list(E.ALL_ENTITIES if self.model_name else E.PATTERN_ENTITIES)
-        words = frozenset(w.lower() for w in product_words)
+        words = frozenset(fold(w.lower()) for w in product_words)
         self.analyzer = AnalyzerEngine(
             nlp_engine=nlp_engine, registry=_registry(bool(self.model_name), words), supported_languages=["en"]
         )
@@ -166,7 +169,8 @@ class PiiScrubber:
     def analyze(
         self, text: str, *, own_names: Iterable[str | None] = (), nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
-        """Spans of personal data in ``text`` (after PrivRec's false-positive filters)."""
+        """Spans of personal data in ``text`` as given (after PrivRec's false-positive filters);
+        :meth:`scrub` looks at ``normalise(text)``, so pass that to see the spans it replaces."""
         own = own_name_recognizer(own_names)
         entities = self.entities if own else [e for e in self.entities if e != E.OWN_NAME]
         results = self.analyzer.analyze(
@@ -182,7 +186,11 @@ class PiiScrubber:
     def scrub(
         self, text: str, *, own_names: Iterable[str | None] = (), nlp_artifacts: NlpArtifacts | None = None
     ) -> ScrubResult:
-        """``text`` with every span found replaced by its ``<TYPE>`` token."""
+        """``normalise(text)`` with every span found replaced by its ``<TYPE>`` token.
+
+        ``nlp_artifacts``, when given, must come from the normalised text (as in :meth:`scrub_many`).
+        """
+        text = normalise(text)
         if not text:
             return ScrubResult(text)
         results = self.analyze(text, own_names=own_names, nlp_artifacts=nlp_artifacts)
@@ -198,11 +206,12 @@ class PiiScrubber:
         """:meth:`scrub` over many texts, running the spaCy pipeline in batches."""
         if len(texts) != len(own_names):
             raise ValueError(f"got {len(texts)} texts but {len(own_names)} own-name lists.")
+        normalised = [normalise(t) for t in texts]
         if self.model_name is None:
-            for text, names in zip(texts, own_names, strict=False):
+            for text, names in zip(normalised, own_names, strict=False):
                 yield self.scrub(text, own_names=names)
             return
-        batches = self.analyzer.nlp_engine.process_batch(list(texts), language="en", batch_size=batch_size)
+        batches = self.analyzer.nlp_engine.process_batch(normalised, language="en", batch_size=batch_size)
         for (text, artifacts), names in zip(batches, own_names, strict=False):
             yield self.scrub(text, own_names=names, nlp_artifacts=artifacts)
 
@@ -235,12 +244,12 @@ def _filter(results: list[RecognizerResult], text: str) -> list[RecognizerResult
     """Drop known false positives: gear brands and models as names or places, version numbers
     as IP addresses, part and order numbers as phone numbers, months and units as places."""
     kept = [r for r in results if _keep(r, text)]
-    # A name or place inside an address, e-mail or URL span is part of that span.
+    # A name or place inside an address, e-mail or URL span ("zoebronte@...") is part of that span.
     containers = [r for r in kept if r.entity_type in (E.STREET_ADDRESS, E.EMAIL_ADDRESS, E.URL)]
     kept = [
         r
         for r in kept
-        if r.entity_type not in (E.PERSON, E.LOCATION)
+        if r.entity_type not in (E.PERSON, E.LOCATION, E.OWN_NAME)
         or not any(c.start <= r.start and r.end <= c.end for c in containers)
     ]
     # "Version 4.0.12.7 ... then 4.0.12.8": a dotted number like a version already dropped.

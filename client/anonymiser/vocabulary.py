@@ -5,14 +5,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from client.anonymiser.normalise import fold, normalise
 from common.schema import Item
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
 
 
 def product_words(items: Iterable[Item]) -> frozenset[str]:
-    """Lower-cased words of every item's title and brand."""
+    """Lower-cased, accent-folded words of every item's title and brand ("D&#39;Addario" is
+    "d'addario", "Gretsch Falcón" gives "falcon")."""
     words: set[str] = set()
     for item in items:
-        words.update(w.lower() for w in _WORD.findall(f"{item.title} {item.brand or ''}"))
+        text = fold(normalise(f"{item.title} {item.brand or ''}"))
+        words.update(w.lower() for w in _WORD.findall(text))
     return frozenset(words)
