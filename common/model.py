@@ -32,7 +32,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from common.config import RunConfig
 
@@ -296,7 +296,7 @@ def build_model(cfg: RunConfig, *, num_items: int = 0, seed: int | None = None) 
     return _two_towers(encoder, cfg, num_items)
 
 
-def base_model(cfg: RunConfig) -> nn.Module:
+def base_model(cfg: RunConfig) -> PreTrainedModel:
     """The frozen BERT base for one model: its weights are read once per process and shared by
     every model built from them (each gets its own modules, which PEFT then wraps). Nothing ever
     trains or merges into them, so a worker running many clients holds one copy."""
@@ -306,7 +306,7 @@ def base_model(cfg: RunConfig) -> nn.Module:
 
 
 @functools.lru_cache(maxsize=2)
-def _frozen_base(path: str) -> nn.Module:
+def _frozen_base(path: str) -> PreTrainedModel:
     base = AutoModel.from_pretrained(path)
     base.requires_grad_(False)
     return base
