@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -50,9 +51,18 @@ def resumable(run: RunDirectory) -> RunConfig:
             f"{run.path} ran under dp = 'distributed', a single secure release that cannot be resumed "
             "part-way; start a new run (the devices' ledgers keep what this one spent)."
         )
-    if run.checkpoint_meta(LAST) is None:
-        raise ResumeError(f"{run.path} has no completed round to continue from; start a new run.")
+    _last(run)
     return cfg
+
+
+def _last(run: RunDirectory) -> tuple[Path, dict[str, Any]]:
+    """The ``last`` checkpoint of ``run`` and its metadata: the resume point."""
+    last, meta = run.checkpoint(LAST), run.checkpoint_meta(LAST)
+    if last is None or meta is None:
+        raise ResumeError(f"{run.path} has no completed round to continue from; start a new run.")
+    if "early-stopping" not in meta:
+        raise ResumeError(f"{run.path} was written by a PrivRec without resume points; start a new run.")
+    return last, meta
 
 
 @dataclass(frozen=True)
@@ -69,22 +79,20 @@ class ResumePoint:
     @classmethod
     def load(cls, run: RunDirectory, recommender: Recommender) -> ResumePoint:
         """Read the resume point of ``run`` (the model is loaded into ``recommender`` on the way)."""
-        last = run.checkpoint(LAST)
-        meta = run.checkpoint_meta(LAST)
-        if last is None or meta is None:
-            raise ResumeError(f"{run.path} has no completed round to continue from; start a new run.")
+        last, meta = _last(run)
         done, state = int(meta["round"]), meta["early-stopping"]
         recommender.load_checkpoint(last)
         arrays = ArrayRecord(recommender.state())
         best_meta = run.checkpoint_meta(BEST)
-        if int(state["best-round"]) == done or best_meta is None:  # the kill came before `best` was saved
+        if int(state["best-round"]) == done:
+            if best_meta != meta:  # the kill came before `best` was saved
+                run.save(BEST, recommender.model, meta=meta)
             best_arrays, best_meta = arrays, meta
-            run.save(BEST, recommender.model, meta=meta)
-        else:
-            best = run.checkpoint(BEST)
-            assert best is not None
+        elif (best := run.checkpoint(BEST)) is not None and best_meta is not None:
             recommender.load_checkpoint(best)
             best_arrays = ArrayRecord(recommender.state())
+        else:
+            raise ResumeError(f"{run.path}: checkpoints/best is missing; start a new run.")
         if int(best_meta["round"]) != int(state["best-round"]):
             raise ResumeError(
                 f"{run.path}: checkpoints/best is from round {best_meta['round']}, the early-stopping state "

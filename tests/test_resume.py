@@ -135,3 +135,49 @@ def test_when_a_dp_run_killed_after_round_2_is_resumed_then_every_device_spent_w
     assert sum(_spent(cfg)) < sum(uninterrupted)
     federation("local", "cut", resume=True)
     assert _spent(cfg) == uninterrupted and sum(uninterrupted) > 0
+
+
+class ScoresInTurn:
+    """A metric source that gives each validation the next score of a list."""
+
+    def __init__(self, *scores: float) -> None:
+        self.scores = list(scores)
+
+    def metrics(self, arrays, target, server_round):
+        return {"ndcg@10": self.scores.pop(0)}
+
+
+def test_when_the_kill_comes_between_the_last_and_best_checkpoints_then_resume_repairs_best(tiny_config,
+                                                                                          monkeypatch):
+    from flwr.app import ArrayRecord
+
+    from common.recommender import Recommender
+    from common.run_data import load_catalogue
+    from server.evaluation import RoundEvaluator
+    from server.resume import ResumePoint
+
+    run = RunDirectory.create(tiny_config, "cut")
+    recommender = Recommender(tiny_config, load_catalogue(tiny_config))
+    evaluator = RoundEvaluator(tiny_config, recommender, ScoresInTurn(0.1, 0.3), run)
+    state = recommender.state()
+    evaluator.evaluate(0, ArrayRecord(state))
+    evaluator.commit()
+    trained = {name: tensor + 0.5 for name, tensor in state.items()}  # round 1 gains
+    evaluator.evaluate(1, ArrayRecord(trained))
+    real_save = run.save
+
+    def dies_before_best(which, model, *, meta):
+        if which == "best":
+            raise Killed
+        return real_save(which, model, meta=meta)
+
+    monkeypatch.setattr(run, "save", dies_before_best)
+    with pytest.raises(Killed):
+        evaluator.commit()
+    run.close()
+    assert run.checkpoint_meta("best")["round"] == 0 and run.checkpoint_meta("last")["round"] == 1
+    point = ResumePoint.load(RunDirectory(run.path), Recommender(tiny_config, load_catalogue(tiny_config)))
+    assert point.round == 1 and point.early_stopping["best-round"] == 1
+    assert run.checkpoint_meta("best")["round"] == 1  # repaired from `last`
+    best = point.best_arrays.to_torch_state_dict()
+    assert all(torch.allclose(best[name], trained[name]) for name in trained)
