@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from client.anonymiser import PiiScrubber
@@ -124,8 +124,9 @@ def device_ledger(cfg: RunConfig, partition: int) -> Iterator[PrivacyLedger]:
         yield ledger
 
 
-def simulated_device_reports(cfg: RunConfig, run_id: int | None) -> list[dict]:
-    """Every simulated device's audit report for run ``run_id`` (what its owner would export)."""
+def simulated_device_reports(cfg: RunConfig, run_id: int | Collection[int | None] | None) -> list[dict]:
+    """Every simulated device's audit report for run ``run_id`` (or several: a resumed run), what
+    its owner would export."""
     from client.transparency import device_report  # imports the ClientApp's modules, which import this one
 
     reports = []

@@ -15,6 +15,7 @@ A reply whose entry cannot be written is not sent (it becomes the ledger-unavail
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +86,15 @@ def device_report(
     policy: PrivacyPolicy,
     ledger: PrivacyLedger,
     *,
-    run: int | None = None,
+    run: int | Collection[int | None] | None = None,
 ) -> dict[str, Any]:
     """What a device can show an auditor (counts and costs, never text or ids): how its data was
     handled, its policy, its ledger (the whole accountant history, for recomputing epsilon) and
-    the events and replies of run ``run`` (all runs when None)."""
+    the events and replies of run ``run`` (or of several runs: a resumed one; all runs when None)."""
+    runs = None if run is None else {run} if isinstance(run, int) else set(run)
 
     def mine(e: dict) -> bool:
-        return run is None or e.get("run") == run
+        return runs is None or e.get("run") in runs
 
     return {
         "format": DEVICE_REPORT_FORMAT,

@@ -55,11 +55,11 @@ def collect(run_dir: Path, device_reports: list[dict] | None = None) -> dict[str
         ) from None
     if "test" not in summary:
         raise AuditError(f"{run_dir / 'summary.json'} has no test result: the run did not finish; audit a finished run")
-    run_id = summary.get("run-id")
+    run_ids = summary.get("run-ids") or [summary.get("run-id")]  # a resumed run has one per start
     if device_reports is None:
         from client.simulated_devices import simulated_device_reports
 
-        device_reports = simulated_device_reports(cfg, run_id)
+        device_reports = simulated_device_reports(cfg, run_ids)
     names = _exchanged_names(cfg)
     report = {
         "format": REPORT_FORMAT,
@@ -85,6 +85,7 @@ def _run(run_dir: Path, cfg: RunConfig, summary: dict, rounds: list[dict], names
     return {
         "directory": str(run_dir),
         "run-id": summary.get("run-id"),
+        "run-ids": summary.get("run-ids") or [summary.get("run-id")],
         "started": when(run_dir / "config.json"),
         "finished": when(run_dir / "summary.json"),
         "config": cfg.to_dict(),

@@ -24,6 +24,7 @@ CONFIG_FILE = "config.json"
 METRICS_JSON = "metrics.json"
 METRICS_CSV = "metrics.csv"
 SUMMARY_FILE = "summary.json"
+FLOWER_RUNS_FILE = "flower-runs.json"
 LOG_FILE = "run.log"
 BEST = "best"
 LAST = "last"
@@ -117,6 +118,17 @@ class RunDirectory:
         """The metadata saved with checkpoint ``which`` (None before its first save)."""
         folder = self.checkpoint(which)
         return None if folder is None else json.loads((folder / META_FILE).read_text())
+
+    def add_flower_run(self, run_id: int) -> None:
+        """Record the Flower run that works in this directory (a resumed run adds its own)."""
+        runs = self.flower_runs()
+        if run_id not in runs:
+            atomic_write(self.path / FLOWER_RUNS_FILE, json.dumps([*runs, run_id]) + "\n")
+
+    def flower_runs(self) -> list[int]:
+        """The Flower run ids that worked in this directory, oldest first."""
+        path = self.path / FLOWER_RUNS_FILE
+        return [int(r) for r in json.loads(path.read_text())] if path.is_file() else []
 
     def metrics(self) -> list[dict[str, Any]]:
         """The per-round rows written so far (none before round 0 was evaluated)."""

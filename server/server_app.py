@@ -56,6 +56,8 @@ def run_federation(
     grid = PromptGrid(grid)  # replies are used as soon as they arrive (Flower's Grid polls every 3 s)
     run = RunDirectory.reopen(Path(cfg.run_dir) / run_name) if resume else RunDirectory.create(cfg, run_name)
     log.info("run directory: %s", run.path)
+    if context is not None:  # the devices' ledgers name the Flower run (a resumed run is a new one)
+        run.add_flower_run(int(context.run_id))
     started = time.perf_counter()
     try:
         # 1. The model over the public catalogue, and the initial global adapter. The server
@@ -149,9 +151,9 @@ def _finish(
     resumed_after: int | None = None,
     **privacy,
 ) -> RunDirectory:
-    """Score the best round on the test items and write the run's summary (with the Flower run id,
-    which the devices' ledgers and transparency logs name, and the federation's accountant
-    history, from which an audit recomputes epsilon)."""
+    """Score the best round on the test items and write the run's summary (with the Flower run ids,
+    which the devices' ledgers and transparency logs name: one, or one per start of a resumed run;
+    and the federation's accountant history, from which an audit recomputes epsilon)."""
     failed = failure(history, cfg.min_train_clients)
     test = None if failed else evaluator.metrics(evaluator.best_arrays(), "test", evaluator.best_round)
     summary = {
@@ -165,6 +167,7 @@ def _finish(
         "federation-epsilon": None,
         **{k.replace("_", "-"): v for k, v in privacy.items()},
         "run-id": int(context.run_id) if context is not None else None,
+        "run-ids": run.flower_runs(),
         "valid-best": evaluator.best_score,
         "test": test,
         "evaluation": cfg.evaluation,

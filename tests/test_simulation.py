@@ -66,7 +66,9 @@ def test_when_rounds_trained_then_every_client_took_part_and_loss_fell(finished_
     _, path, _ = finished_run
     trained = [r for r in json.loads((path / "metrics.json").read_text()) if "clients" in r]
     assert [r["clients"] for r in trained] == [3, 3]
-    assert trained[1]["train-loss"] < trained[0]["train-loss"]
+    # Each round's local training lowers the loss, and round 2 starts where round 1's aggregate left it.
+    assert all(r["train-loss-last"] < r["train-loss-first"] for r in trained)
+    assert trained[1]["train-loss-first"] < trained[0]["train-loss-first"]
 
 
 def test_when_run_finishes_then_adapter_differs_from_initial(finished_run):
@@ -215,6 +217,12 @@ def test_when_a_run_is_resumed_from_the_command_line_then_it_continues_its_own_d
     assert summary["test"]["ndcg@10"] == pytest.approx(reference["test"]["ndcg@10"], abs=1e-6)
     assert json.loads((cut / "metrics.json").read_text()) == json.loads((path / "metrics.json").read_text())
     assert "resuming after round 2" in (cut / "run.log").read_text()
+    # Each start is a Flower run of its own; the audit collects what the devices sent in both.
+    assert summary["run-ids"] == [reference["run-id"], summary["run-id"]] and summary["run-id"] != reference["run-id"]
+    from server.audit import collect
+
+    sent = {e["run"] for device in collect(cut)["devices"] for e in device["sent"]}
+    assert sent == set(summary["run-ids"])
     again = runner.invoke(app, ["simulate", "--resume", str(cut)])
     assert again.exit_code == 2 and "there is nothing to resume" in again.output
     elsewhere = runner.invoke(app, ["simulate", "--resume", str(tmp_path)])
