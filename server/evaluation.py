@@ -108,7 +108,7 @@ def aggregate_metrics(replies: list[Message], *, expected: int, seconds: float =
     """
     totals: dict[str, float] = {}
     users, failed = 0.0, 0
-    for reply in replies:
+    for reply in sorted(replies, key=lambda m: m.metadata.src_node_id):  # sums repeat whatever the arrival order
         if reply.has_error() or records.METRICS not in reply.content:
             failed += 1
             continue

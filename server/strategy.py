@@ -89,8 +89,9 @@ class RecommenderFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate the valid replies (at least ``min_train_nodes`` of them); record the round."""
-        replies = list(replies)
+        """Aggregate the valid replies (at least ``min_train_nodes`` of them); record the round.
+        Replies are taken in node order, not arrival order, so that a round's float sums repeat."""
+        replies = sorted(replies, key=lambda m: m.metadata.src_node_id)
         declined = [m for m in replies if m.has_error() and m.error.code in DECLINED]
         failed = sum(1 for m in replies if m.has_error()) - len(declined)
         for m in declined:
