@@ -51,7 +51,6 @@ class MemoryWatch(threading.Thread):
 
         self.me, self.interval, self.done = psutil.Process(), interval, threading.Event()
         self.driver, self.workers, self.services = 0, {}, 0
-        self.worker_count = 0
 
     def run(self) -> None:
         import psutil

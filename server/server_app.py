@@ -110,11 +110,7 @@ def run_federation(
         progress = RoundProgress(cfg.num_rounds, evaluator.key)
 
         def evaluate(server_round: int, arrays: ArrayRecord):
-            metrics = evaluator.evaluate(server_round, arrays)
-            progress.report(_merge_round(strategy.history, server_round, metrics))
-            run.write_metrics(strategy.history)
-            evaluator.commit()  # the round is complete: a resume would start after it
-            return metrics
+            return _evaluate_round(evaluator, progress, run, strategy.history, server_round, arrays)
 
         runner.start(
             grid=grid,
@@ -278,10 +274,24 @@ class DistributedRun:
             self.evaluator.attach_to_best({name: state[name] for name in (ITEM_RATING_OFFSETS, ITEM_RATING_MEAN)})
 
     def _evaluate(self, server_round: int, arrays: ArrayRecord) -> None:
-        metrics = self.evaluator.evaluate(server_round, arrays)
-        self.progress.report(_merge_round(self.history, server_round, metrics))
-        self.run.write_metrics(self.history)
-        self.evaluator.commit()
+        _evaluate_round(self.evaluator, self.progress, self.run, self.history, server_round, arrays)
+
+
+def _evaluate_round(
+    evaluator: RoundEvaluator,
+    progress: RoundProgress,
+    run: RunDirectory,
+    history: list[dict],
+    server_round: int,
+    arrays: ArrayRecord,
+):
+    """Validate a round's global model, show it, write its metrics row, then checkpoint it: in that
+    order, so that the ``last`` checkpoint is a resume point whose row is on disk (:mod:`server.resume`)."""
+    metrics = evaluator.evaluate(server_round, arrays)
+    progress.report(_merge_round(history, server_round, metrics))
+    run.write_metrics(history)
+    evaluator.commit()
+    return metrics
 
 
 def _merge_round(history: list[dict], server_round: int, metrics) -> dict | None:
