@@ -162,9 +162,8 @@ def prepare_store(
         )
     data = load_dataset(reviews_file, items_file, on_bad=on_bad)  # refuses a file without reviews
     from client.anonymiser import PiiScrubber
-    from client.anonymiser.vocabulary import product_words
 
-    scrubber = PiiScrubber(model=model, product_words=product_words(data.items.values()))
+    scrubber = PiiScrubber.for_catalogue(data.items.values(), model=model)
     key = new_pseudonym_key()
     anonymised = anonymise_reviews(data.reviews, scrubber, pseudonym_key=key, progress=progress)
     source = {

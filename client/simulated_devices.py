@@ -20,7 +20,6 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from client.anonymiser import PiiScrubber
-from client.anonymiser.vocabulary import product_words
 from client.encryption import Secret, make_key_file, read_header
 from client.policy import SIMULATED_DEVICE, PrivacyPolicy, policy_path
 from client.prepare import anonymise_reviews, build_metadata, start_ledger
@@ -44,9 +43,13 @@ def device_files(cfg: RunConfig, partition_id: int) -> tuple[Path, Path]:
     return folder / f"client-{partition_id}.prv", folder / f"client-{partition_id}.key"
 
 
-def prepare_simulated_devices(cfg: RunConfig, partitions: list[int] | None = None, *, progress: bool = True) -> Path:
+def prepare_simulated_devices(
+    cfg: RunConfig, partitions: list[int] | None = None, *, progress: bool = True, scrubber: PiiScrubber | None = None
+) -> Path:
     """Prepare the stores of ``partitions`` (default: every client) that do not exist yet, each
-    with a new ledger and (where none is there yet) the default simulated-device policy."""
+    with a new ledger and (where none is there yet) the default simulated-device policy.
+    ``scrubber``: research only, another anonymiser than the one ``cfg`` names (give such stores
+    a ``stores-dir`` of their own: the folder's fingerprint does not know it)."""
     todo = [
         p
         for p in (range(cfg.num_clients) if partitions is None else partitions)
@@ -57,7 +60,8 @@ def prepare_simulated_devices(cfg: RunConfig, partitions: list[int] | None = Non
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     data = RunData.load(cfg)
-    scrubber = PiiScrubber(model=cfg.pii_model, product_words=product_words(data.data.items.values()))
+    if scrubber is None:
+        scrubber = PiiScrubber.for_catalogue(data.data.items.values(), model=cfg.pii_model)
     log.info("simulation: preparing %d client store(s) in %s (anonymiser %s)", len(todo), folder, scrubber.mode)
     for partition in todo:
         users = set(data.client_users(cfg, partition))

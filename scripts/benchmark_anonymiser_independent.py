@@ -503,7 +503,6 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
     from client.anonymiser import PiiScrubber
-    from client.anonymiser.vocabulary import product_words
     from common.data import load_items
     from common.report_md import replace_section
 
@@ -511,7 +510,7 @@ def main() -> None:
         templates = [t for t in TEMPLATES.read_text(encoding="utf-8").splitlines() if t.strip() and t[0] != "#"]
         regenerate(templates, (args.dev_size, args.heldout_size), args.seed)
     items, _ = load_items(DATA / "items.jsonl")
-    scrubber = PiiScrubber(product_words=product_words(items.values()))
+    scrubber = PiiScrubber.for_catalogue(items.values())
     names = ["independent-dev"] + ([] if args.skip_heldout else ["independent-heldout"]) + ["dev", "eval", "test"]
     labelled = {}
     for name in names:

@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 
 from client.anonymiser import PiiScrubber  # noqa: E402
 from client.anonymiser.scoring import load_labelled, score  # noqa: E402
-from client.anonymiser.vocabulary import product_words  # noqa: E402
 from client.encryption import KdfSettings, Secret, iter_decrypted, write_encrypted  # noqa: E402
 from client.prepare import anonymise_reviews  # noqa: E402
 from client.store import new_pseudonym_key  # noqa: E402
@@ -158,7 +157,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
     items = load_dataset(DATA / "reviews.jsonl.gz", DATA / "items.jsonl").items
-    scrubber = PiiScrubber(product_words=product_words(items.values()))
+    scrubber = PiiScrubber.for_catalogue(items.values())
     results = {"anonymiser": scrubber.mode, "labelled": labelled(scrubber)}
     if not args.skip_real:
         results["real"] = real_data(scrubber, args.batch)

@@ -10,7 +10,6 @@ import pytest
 from client.anonymiser import PiiScrubber
 from client.anonymiser.own_names import own_name_terms
 from client.anonymiser.scoring import load_labelled, score
-from client.anonymiser.vocabulary import product_words
 from common.data import load_items
 
 from tests.conftest import SHARED_DATA
@@ -25,7 +24,7 @@ def catalogue_scrubber():
     if not items_file.is_file():
         pytest.skip(f"{items_file} is not here")
     items, _ = load_items(items_file)
-    return PiiScrubber(product_words=product_words(items.values()))
+    return PiiScrubber.for_catalogue(items.values())
 
 
 @pytest.mark.parametrize("name", ["eval", "test"])

@@ -39,7 +39,7 @@ def patterns() -> PiiScrubber:
 @pytest.fixture(scope="module")
 def ner() -> PiiScrubber:
     """The full scrubber with a catalogue holding the brands of the hard negatives."""
-    return PiiScrubber(product_words=product_words(CATALOGUE))
+    return PiiScrubber.for_catalogue(CATALOGUE)
 
 
 # --- normalise and fold -------------------------------------------------------------------------

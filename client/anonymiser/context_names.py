@@ -1,6 +1,7 @@
 """A recogniser for names a small NER model misses but the context gives away.
 
-"my little sister bianca", "my buddy steve", "Thanks, Dave", "-- Cedric", "Silas's drumsticks":
+"my little sister bianca", "my buddy steve", "Thanks, Dave", "-- Cedric", "Silas's drumsticks",
+"Maite and I":
 a word tagged as a proper noun (or, right after a relation word, a noun) in these positions is
 taken as a person's name, unless it is a gear brand or model.
 """
@@ -78,11 +79,23 @@ class ContextNameRecognizer(EntityRecognizer):
             elif (
                 prev is not None
                 and token.pos_ == "PROPN"
-                and (prev.lower_ in SIGN_OFFS or (prev.text == "," and i > 1 and doc[i - 2].lower_ in SIGN_OFFS))
+                and (
+                    (prev.lower_ in SIGN_OFFS and (prev.whitespace_ or prev.text not in _DASHES))  # not "M-Audio"
+                    or (prev.text == "," and i > 1 and doc[i - 2].lower_ in SIGN_OFFS)
+                )
             ):
                 start = i
             elif token.pos_ == "PROPN" and nxt is not None and nxt.text in ("'s", "’s"):
                 start = i
+            elif (
+                token.text[:1].isupper()
+                and token.lower_ not in RELATIONS
+                and nxt is not None
+                and nxt.lower_ == "and"
+                and i + 2 < len(doc)
+                and doc[i + 2].text == "I"
+            ):
+                start = i  # "Maite and I used these at our wedding" (a first word: tagged anything)
             elif (
                 prev is not None
                 and prev.text in _SIGNATURE_BEFORE

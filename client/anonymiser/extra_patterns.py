@@ -1,6 +1,7 @@
-"""Patterns Presidio's own recognisers miss: SSNs and phone numbers named as such, 2-series and
-dotted card numbers, international phone numbers, any scheme:// or bare ``www.`` link, @handles,
-"Town, ST" places, and addresses in other languages' order."""
+"""Patterns Presidio's own recognisers miss: SSNs and phone numbers named as such, 2-series,
+dotted and 12- to 19-digit card numbers (the last named as a card), international phone numbers,
+any scheme:// or bare ``www.`` link, @handles, a title and a surname ("Dr. Okafor"), "Town, ST"
+places, and addresses in other languages' order."""
 
 from __future__ import annotations
 
@@ -42,6 +43,17 @@ _PATTERNS = (
     (URL, re.compile(r"(?i)\b((?:https?|ftp)://[^\s()<>\"']+[^\s()<>\"'.,;:!?])"), 1),
     # "@riffraff_raquel": a social-media handle (not the middle of an e-mail address)
     (PERSON, re.compile(r"(?<![\w.@])(@[A-Za-z0-9_](?:[A-Za-z0-9_.]{1,28}[A-Za-z0-9_]))"), 1),
+    # "Dr. Palfreyman", "Mrs Okafor": a title and a surname ("Dr Pepper" is kept by the gear filter)
+    (PERSON, re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Mx|Prof|Miss|Rev)\.?[ \t]+([A-Z][\w'’-]+(?:[ \t]+[A-Z][\w'’-]+)?)"), 1),
+    # "card ending 589283955237", "refunded my card 4541945464329351642": 12 to 19 digits named as
+    # a card (Luhn-checked below); Presidio's own pattern stops at 17 digits and wants an issuer prefix
+    (
+        CREDIT_CARD,
+        re.compile(
+            r"(?i)\b(?:card|visa|mastercard|amex|maestro|discover|debit|credit)\b\D{0,25}?\b(\d(?:[ -]?\d){11,18})\b"
+        ),
+        1,
+    ),
     # "Clearwater, FL": a town and a US state code
     (LOCATION, re.compile(rf"\b([A-Z][a-z]+(?: (?:[A-Z][a-z]+|or|of|on|de|la)){{0,3}}, (?:{_STATES}))\b"), 1),
     # www.shop.example/path, any top-level domain

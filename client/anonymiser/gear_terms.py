@@ -49,6 +49,7 @@ jack input output regular slinky super power hybrid extra light medium heavy min
 """.split()
 )
 
+TITLES = frozenset("dr mr mrs ms mx prof miss rev".split())  # "Dr. Palfreyman" is a person ("Dr Pepper": BRANDS)
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'.-]*")
 _NEXT = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9-]*)")
 _PREV = re.compile(r"([A-Za-z][A-Za-z'.-]*)\s+$")
@@ -73,7 +74,12 @@ def is_gear_phrase(span: str, following: str = "", preceding: str = "", text: st
     ):
         return True  # "Ernie Ball Regular Slinky", "Zildjian A Custom", "Marshall DSL40"
     before = _PREV.search(fold(preceding[-60:]))
-    if before and len(words) == 1 and is_gear_phrase(f"{before.group(1)} {span}"):
+    if (
+        before
+        and len(words) == 1
+        and _norm(before.group(1)) not in TITLES
+        and is_gear_phrase(f"{before.group(1)} {span}")
+    ):
         return True  # "Paul" of "Les Paul"
     if (
         len(words) == 1

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from presidio_analyzer import AnalyzerEngine, RecognizerRegistry, RecognizerResult
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, NlpEngine, SpacyNlpEngine
@@ -41,12 +42,13 @@ from presidio_anonymizer.entities import OperatorConfig
 from client.anonymiser import entities as E
 from client.anonymiser.context_names import ContextNameRecognizer
 from client.anonymiser.extra_patterns import ExtraPatternsRecognizer
-from client.anonymiser.gazetteer import GazetteerLocationRecognizer, place_names
+from client.anonymiser.gazetteer import CapitalsPlaceRecognizer, GazetteerLocationRecognizer, place_names
 from client.anonymiser.gear_terms import GEAR_NOUNS, is_gear_phrase
 from client.anonymiser.normalise import fold, normalise
 from client.anonymiser.offline_email import OfflineEmailRecognizer
 from client.anonymiser.own_names import own_name_recognizer
 from client.anonymiser.street_address import StreetAddressRecognizer
+from common.schema import Item
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +103,17 @@ _NER_CONFIG = NerModelConfiguration(
 _NOT_A_NAME = frozenset(
     "email e-mail mail call text phone thanks thank hi hello hey dear ps "
     "cheers regards update ssn iban visa mastercard amex maestro unionpay diners "
-    "discover jcb paypal".split()
+    "discover jcb paypal christmas xmas easter thanksgiving halloween hanukkah".split()
 )
+# "Rossi Auto Parts", "Stilwell Financial Inc", "KDDL Ltd": a business, not a person.
+_BUSINESS_WORDS = frozenset(
+    "inc ltd llc corp corporation co company plc gmbh ag sa lp l.p group holdings industries enterprises "
+    "associates services solutions systems technologies foods furniture parts motors auto stationers "
+    "management improvements energy financial bank insurance supply supplies store stores shop outlet".split()
+)
+_SPAN_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+_MIDDLE_INITIAL = re.compile(r"\s+[A-Z]\.?\s+")
+_BUSINESS_TAIL = re.compile(r"(?:['’]s)?((?:[ \t]+[A-Z][\w.&]*){1,3})")
 
 
 class AnonymiserError(RuntimeError):
@@ -136,9 +147,22 @@ class PiiScrubber:
 
     ``model``: "auto" (an installed English spaCy pipeline, else pattern-only), "none"
     (pattern-only: no names or places found) or a spaCy package name / directory.
+    ``product_words``: catalogue words never taken for a name or place by context alone;
+    ``brand_words``: catalogue brands that the NER model's names and places may not consist of
+    (:meth:`for_catalogue` computes both). ``deleted``: entity
+    types removed outright instead of replaced by their token (research: what removing them
+    costs; PERSON takes the user's own names with it).
     """
 
-    def __init__(self, *, model: str = "auto", score_threshold: float = 0.4, product_words: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        model: str = "auto",
+        score_threshold: float = 0.4,
+        product_words: Iterable[str] = (),
+        brand_words: Iterable[str] = (),
+        deleted: Iterable[str] = (),
+    ) -> None:
         self.model_name = resolve_model(model)
         self.score_threshold = score_threshold
         if self.model_name is None:
@@ -155,11 +179,24 @@ class PiiScrubber:
         nlp_engine.load()
         self.entities = list(E.ALL_ENTITIES if self.model_name else E.PATTERN_ENTITIES)
         words = frozenset(fold(w.lower()) for w in product_words)
+        self.brand_words = frozenset(fold(w.lower()) for w in brand_words)
         self.analyzer = AnalyzerEngine(
             nlp_engine=nlp_engine, registry=_registry(bool(self.model_name), words), supported_languages=["en"]
         )
         self.anonymizer = AnonymizerEngine()
-        self._operators = {e: OperatorConfig("replace", {"new_value": token}) for e, token in E.REPLACEMENT.items()}
+        gone = set(deleted) | ({E.OWN_NAME} if E.PERSON in set(deleted) else set())
+        self._operators = {
+            e: OperatorConfig("replace", {"new_value": "" if e in gone else token})
+            for e, token in E.REPLACEMENT.items()
+        }
+
+    @classmethod
+    def for_catalogue(cls, items: Iterable[Item], **kwargs: Any) -> PiiScrubber:
+        """The scrubber for reviews of ``items``: their product and brand words are kept."""
+        from client.anonymiser.vocabulary import brand_words, product_words
+
+        items = list(items)
+        return cls(product_words=product_words(items), brand_words=brand_words(items), **kwargs)
 
     @property
     def mode(self) -> str:
@@ -181,7 +218,7 @@ class PiiScrubber:
             ad_hoc_recognizers=[own] if own else None,
             nlp_artifacts=nlp_artifacts,
         )
-        return _filter(results, text)
+        return _filter(results, text, self.brand_words)
 
     def scrub(
         self, text: str, *, own_names: Iterable[str | None] = (), nlp_artifacts: NlpArtifacts | None = None
@@ -234,16 +271,24 @@ def _registry(with_ner: bool, product_words: frozenset[str]) -> RecognizerRegist
             SpacyRecognizer(supported_entities=[E.PERSON, E.LOCATION]),
             ContextNameRecognizer(product_words, place_names() if product_words else frozenset()),
             GazetteerLocationRecognizer(),
+            CapitalsPlaceRecognizer(product_words),
         ]
     for recognizer in recognizers:
         registry.add_recognizer(recognizer)
     return registry
 
 
-def _filter(results: list[RecognizerResult], text: str) -> list[RecognizerResult]:
-    """Drop known false positives: gear brands and models as names or places, version numbers
-    as IP addresses, part and order numbers as phone numbers, months and units as places."""
-    kept = [r for r in results if _keep(r, text)]
+def _filter(results: list[RecognizerResult], text: str, brands: frozenset[str] = frozenset()) -> list[RecognizerResult]:
+    """Drop known false positives: gear brands and models and (from the NER model or the place
+    list) the catalogue's brands as names or places, businesses and holidays as names, version
+    numbers as IP addresses, part and order numbers as phone numbers, months and units as places;
+    join a name split by a middle initial."""
+    kept = _join_middle_initials([r for r in results if _keep(r, text, brands)], text)
+    # "United States" is a place, whatever else a recogniser called it.
+    places = [r for r in kept if r.entity_type == E.LOCATION]
+    kept = [
+        r for r in kept if r.entity_type != E.PERSON or not any(p.start <= r.start and r.end <= p.end for p in places)
+    ]
     # A name or place inside an address, e-mail or URL span ("zoebronte@...") is part of that span.
     containers = [r for r in kept if r.entity_type in (E.STREET_ADDRESS, E.EMAIL_ADDRESS, E.URL)]
     kept = [
@@ -255,6 +300,49 @@ def _filter(results: list[RecognizerResult], text: str) -> list[RecognizerResult
     # "Version 4.0.12.7 ... then 4.0.12.8": a dotted number like a version already dropped.
     versions = {_octets(text[r.start : r.end]) for r in results if r.entity_type == E.IP_ADDRESS and r not in kept}
     return [r for r in kept if not (r.entity_type == E.IP_ADDRESS and _octets(text[r.start : r.end]) in versions)]
+
+
+def _only_brands(span: str, brands: frozenset[str]) -> bool:
+    """ "Joyo", "M-Audio's": a span whose every word is a catalogue brand."""
+    words = [w.lower().removesuffix("'s") for w in _SPAN_WORD.findall(fold(span))]
+    return bool(words) and all(w in brands for w in words)
+
+
+def _whole_words(text: str, start: int, end: int) -> str:
+    """The span widened to whole hyphenated words: "Electro" of "Electro-Harmonix" is the brand."""
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "-"):
+        start -= 1
+    while end < len(text) and (text[end].isalnum() or text[end] == "-"):
+        end += 1
+    return text[start:end]
+
+
+def _by_ner(result: RecognizerResult) -> bool:
+    """Found by the NER model or the place list ("Joyo" is a town in Japan), not by context, a
+    pattern or the user's own names."""
+    name = (result.recognition_metadata or {}).get(RecognizerResult.RECOGNIZER_NAME_KEY)
+    return name in ("SpacyRecognizer", GazetteerLocationRecognizer.NAME)
+
+
+def _join_middle_initials(results: list[RecognizerResult], text: str) -> list[RecognizerResult]:
+    """ "Liam K Avery": two PERSON spans around a middle initial become one."""
+    people = sorted((r for r in results if r.entity_type == E.PERSON), key=lambda r: r.start)
+    joined: list[RecognizerResult] = []
+    for r in people:
+        last = joined[-1] if joined else None
+        if last is not None and _MIDDLE_INITIAL.fullmatch(text[last.end : r.start]):
+            joined[-1] = RecognizerResult(E.PERSON, last.start, r.end, max(last.score, r.score))
+        else:
+            joined.append(r)
+    return [r for r in results if r.entity_type != E.PERSON] + joined
+
+
+def _a_business(span: str, after: str) -> bool:
+    """A name span whose later words, or the capitalised words right after it ("Carter's Foods"),
+    name a kind of business."""
+    following = _BUSINESS_TAIL.match(after)
+    words = span.split()[1:] + (following.group(1).split() if following else [])
+    return any(w.lower().rstrip(".,") in _BUSINESS_WORDS for w in words)
 
 
 def _plausible_bare_url(span: str, after: str) -> bool:
@@ -272,14 +360,18 @@ def _octets(span: str) -> str:
     return ".".join(span.split(".")[:2])
 
 
-def _keep(result: RecognizerResult, text: str) -> bool:
+def _keep(result: RecognizerResult, text: str, brands: frozenset[str] = frozenset()) -> bool:
     span = text[result.start : result.end]
     before = text[: result.start]
     if result.entity_type in (E.PERSON, E.LOCATION):
         if any(c.isdigit() for c in span) or is_gear_phrase(span, text[result.end :], before, text):
             return False
+        if _by_ner(result) and _only_brands(_whole_words(text, result.start, result.end), brands):
+            return False
         word = span.strip().lower()
         if result.entity_type == E.PERSON and (word in _NOT_A_NAME or word in GEAR_NOUNS):
+            return False
+        if result.entity_type == E.PERSON and _a_business(span, text[result.end : result.end + 40]):
             return False
         if result.entity_type == E.LOCATION and (word in _MONTHS or (len(word) <= 2 and span not in ("UK", "US"))):
             return False

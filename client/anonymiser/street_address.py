@@ -1,4 +1,5 @@
-"""A Presidio recogniser for street addresses ("1428 Elm Street", "221B Baker St, Apt 4")."""
+"""A Presidio recogniser for street addresses ("1428 Elm Street", "221B Baker St, Apt 4"), with the
+town, region, country and postcode that follow after a comma or on the next lines."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ _ADDRESS = (
     r"(?:(?:\d{1,3}(?:st|nd|rd|th)|[A-Z][A-Za-z'.-]*)\s+){1,4}"
     rf"(?:{_SUFFIXES})\b\.?"
     r"(?:,?\s*(?:Apartment|Building|Suite|Floor|Flat|Unit|Room|Bldg|Apt|Ste|Fl|Rm|#)\.?\s*#?[A-Za-z0-9-]+)?"
+    # then the town, region, country and postcode after a comma or a line break: "..., EGMERE",
+    # "...\nToronto, ON 35487", "...\nKOLONGA\n, QLD\n Australia 90330"
+    r"(?:[ \t]*[,\n][\s,]*[A-Z][\w'’-]*(?:[ \t]+[A-Z][\w'’-]*){0,2}(?:[ \t]+\d{3,6})?){0,4}"
 )
 
 
