@@ -126,6 +126,7 @@ def task_identity(monkeypatch):
 # ----- README's federation in the background (tests/test_deployment.py) ---------------------------
 
 DEPLOYMENT = pytest.StashKey["Future"]()
+DEPLOYMENT_SCENARIO = pytest.StashKey["DeploymentScenario"]()
 DEPLOYMENT_SETTINGS = "embed-dim=16 max-profile-tokens=48 max-item-tokens=16 max-eval-users=60"
 
 
@@ -150,7 +151,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             future.set_exception(error)
 
     config.stash[DEPLOYMENT] = future
-    future.scenario = scenario  # type: ignore[attr-defined]
+    config.stash[DEPLOYMENT_SCENARIO] = scenario
     threading.Thread(target=background, name="readme-deployment", daemon=True).start()
 
 
@@ -163,7 +164,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
     if future.done():
         return
-    scenario = future.scenario
+    scenario = session.config.stash[DEPLOYMENT_SCENARIO]
     for pid in scenario.pids():
         stop(pid)
 

@@ -184,7 +184,9 @@ class PiiScrubber:
             nlp_engine=nlp_engine, registry=_registry(bool(self.model_name), words), supported_languages=["en"]
         )
         self.anonymizer = AnonymizerEngine()
-        gone = set(deleted) | ({E.OWN_NAME} if E.PERSON in set(deleted) else set())
+        gone = set(deleted)
+        if E.PERSON in gone:
+            gone.add(E.OWN_NAME)
         self._operators = {
             e: OperatorConfig("replace", {"new_value": "" if e in gone else token})
             for e, token in E.REPLACEMENT.items()
